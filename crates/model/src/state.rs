@@ -1,0 +1,779 @@
+//! Nova's three state axes, kept exactly (`vm_state`, `task_state`, `power_state`), the
+//! OpenStack `status` as a pure function of them, and the table that decides which action is
+//! allowed when.
+//!
+//! Source of truth: nova 34.0.0 `compute/vm_states.py`, `compute/task_states.py`,
+//! `compute/power_state.py`, `api/openstack/common.py` (`_STATE_MAP`) and the
+//! `@check_instance_state` / `@check_instance_lock` decorators in `compute/api.py`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+macro_rules! wire_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $wire)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The spelling Nova uses on the wire and in its database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire),+
+                }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($wire => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// The stable state of a server as the user expects it.
+    VmState {
+        Active => "active",
+        Building => "building",
+        Paused => "paused",
+        Suspended => "suspended",
+        Stopped => "stopped",
+        Rescued => "rescued",
+        Resized => "resized",
+        SoftDeleted => "soft-delete",
+        Deleted => "deleted",
+        Error => "error",
+        Shelved => "shelved",
+        ShelvedOffloaded => "shelved_offloaded",
+    }
+);
+
+wire_enum!(
+    /// What is happening to a server right now (`None` when nothing is).
+    TaskState {
+        Scheduling => "scheduling",
+        BlockDeviceMapping => "block_device_mapping",
+        Networking => "networking",
+        Spawning => "spawning",
+        ImageSnapshot => "image_snapshot",
+        ImageSnapshotPending => "image_snapshot_pending",
+        ImagePendingUpload => "image_pending_upload",
+        ImageUploading => "image_uploading",
+        ImageBackup => "image_backup",
+        UpdatingPassword => "updating_password",
+        ResizePrep => "resize_prep",
+        ResizeMigrating => "resize_migrating",
+        ResizeMigrated => "resize_migrated",
+        ResizeFinish => "resize_finish",
+        ResizeReverting => "resize_reverting",
+        ResizeConfirming => "resize_confirming",
+        Rebooting => "rebooting",
+        RebootPending => "reboot_pending",
+        RebootStarted => "reboot_started",
+        RebootingHard => "rebooting_hard",
+        RebootPendingHard => "reboot_pending_hard",
+        RebootStartedHard => "reboot_started_hard",
+        Pausing => "pausing",
+        Unpausing => "unpausing",
+        Suspending => "suspending",
+        Resuming => "resuming",
+        PoweringOff => "powering-off",
+        PoweringOn => "powering-on",
+        Rescuing => "rescuing",
+        Unrescuing => "unrescuing",
+        Rebuilding => "rebuilding",
+        RebuildBlockDeviceMapping => "rebuild_block_device_mapping",
+        RebuildSpawning => "rebuild_spawning",
+        Migrating => "migrating",
+        Deleting => "deleting",
+        SoftDeleting => "soft-deleting",
+        Restoring => "restoring",
+        Shelving => "shelving",
+        ShelvingImagePendingUpload => "shelving_image_pending_upload",
+        ShelvingImageUploading => "shelving_image_uploading",
+        ShelvingOffloading => "shelving_offloading",
+        Unshelving => "unshelving",
+    }
+);
+
+wire_enum!(
+    /// What the hypervisor last reported. Nova exposes it as an integer
+    /// (`OS-EXT-STS:power_state`), see [`PowerState::code`].
+    PowerState {
+        NoState => "pending",
+        Running => "running",
+        Paused => "paused",
+        Shutdown => "shutdown",
+        Crashed => "crashed",
+        Suspended => "suspended",
+    }
+);
+
+impl PowerState {
+    /// Nova's integer encoding (nova/compute/power_state.py).
+    pub fn code(self) -> u8 {
+        match self {
+            PowerState::NoState => 0,
+            PowerState::Running => 1,
+            PowerState::Paused => 3,
+            PowerState::Shutdown => 4,
+            PowerState::Crashed => 6,
+            PowerState::Suspended => 7,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.code() == code)
+    }
+}
+
+/// The three axes together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerState {
+    pub vm_state: VmState,
+    pub task_state: Option<TaskState>,
+    pub power_state: PowerState,
+}
+
+/// The OpenStack Compute `status` (nova `_STATE_MAP`). Power state does not enter Nova's
+/// mapping; it is a parameter so every dialect's status function has the same shape.
+pub fn openstack_status(vm: VmState, task: Option<TaskState>, _power: PowerState) -> &'static str {
+    use TaskState as T;
+    use VmState as V;
+    match (vm, task) {
+        (V::Active, Some(T::Rebooting | T::RebootPending | T::RebootStarted)) => "REBOOT",
+        (V::Active, Some(T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard)) => {
+            "HARD_REBOOT"
+        }
+        (V::Active, Some(T::UpdatingPassword)) => "PASSWORD",
+        (
+            V::Active | V::Stopped | V::Error,
+            Some(T::Rebuilding | T::RebuildBlockDeviceMapping | T::RebuildSpawning),
+        ) => "REBUILD",
+        (V::Active | V::Paused, Some(T::Migrating)) => "MIGRATING",
+        (
+            V::Active | V::Stopped,
+            Some(T::ResizePrep | T::ResizeMigrating | T::ResizeMigrated | T::ResizeFinish),
+        ) => "RESIZE",
+        (V::Active, _) => "ACTIVE",
+        (V::Building, _) => "BUILD",
+        (V::Stopped, _) => "SHUTOFF",
+        (V::Resized, Some(T::ResizeReverting)) => "REVERT_RESIZE",
+        (V::Resized, _) => "VERIFY_RESIZE",
+        (V::Paused, _) => "PAUSED",
+        (V::Suspended, _) => "SUSPENDED",
+        (V::Rescued, _) => "RESCUE",
+        (V::Error, _) => "ERROR",
+        (V::Deleted, _) => "DELETED",
+        (V::SoftDeleted, _) => "SOFT_DELETED",
+        (V::Shelved, _) => "SHELVED",
+        (V::ShelvedOffloaded, _) => "SHELVED_OFFLOADED",
+    }
+}
+
+/// The inverse used by `GET /servers?status=X`: which vm_states (and, for transitional
+/// statuses, task_states) a status filter selects. Returns `None` for an unknown status.
+/// Mirrors nova `common.task_and_vm_state_from_status`.
+pub fn states_for_openstack_status(status: &str) -> Option<(Vec<VmState>, Option<Vec<TaskState>>)> {
+    let wanted = status.to_ascii_uppercase();
+    let mut vms = Vec::new();
+    let mut tasks: Vec<TaskState> = Vec::new();
+    let mut task_specific = false;
+    for &vm in VmState::ALL {
+        let default = openstack_status(vm, None, PowerState::NoState);
+        if default == wanted && !vms.contains(&vm) {
+            vms.push(vm);
+        }
+        for &t in TaskState::ALL {
+            let s = openstack_status(vm, Some(t), PowerState::NoState);
+            if s == wanted && s != default {
+                task_specific = true;
+                if !vms.contains(&vm) {
+                    vms.push(vm);
+                }
+                if !tasks.contains(&t) {
+                    tasks.push(t);
+                }
+            }
+        }
+    }
+    if vms.is_empty() {
+        return None;
+    }
+    // A status that only some task states produce (REBOOT, RESIZE, ...) filters on the task;
+    // a default status (ACTIVE, SHUTOFF, ...) matches the vm_state whatever the task.
+    let default_hit = VmState::ALL
+        .iter()
+        .any(|&vm| openstack_status(vm, None, PowerState::NoState) == wanted);
+    Some((vms, (task_specific && !default_hit).then_some(tasks)))
+}
+
+/// Every action whose admissibility depends on state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    RebootSoft,
+    RebootHard,
+    Start,
+    Stop,
+    Pause,
+    Unpause,
+    Suspend,
+    Resume,
+    Resize,
+    ConfirmResize,
+    RevertResize,
+    Rebuild,
+    CreateImage,
+    ChangePassword,
+    Delete,
+    ForceDelete,
+    Restore,
+    Lock,
+    Unlock,
+    UpdateMetadata,
+    UpdateTags,
+    ConsoleOutput,
+    ResetState,
+}
+
+impl Action {
+    pub const ALL: &'static [Action] = &[
+        Action::RebootSoft,
+        Action::RebootHard,
+        Action::Start,
+        Action::Stop,
+        Action::Pause,
+        Action::Unpause,
+        Action::Suspend,
+        Action::Resume,
+        Action::Resize,
+        Action::ConfirmResize,
+        Action::RevertResize,
+        Action::Rebuild,
+        Action::CreateImage,
+        Action::ChangePassword,
+        Action::Delete,
+        Action::ForceDelete,
+        Action::Restore,
+        Action::Lock,
+        Action::Unlock,
+        Action::UpdateMetadata,
+        Action::UpdateTags,
+        Action::ConsoleOutput,
+        Action::ResetState,
+    ];
+
+    /// The name Nova puts in its 409 message ("Cannot 'stop' instance ...").
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Action::RebootSoft | Action::RebootHard => "reboot",
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Pause => "pause",
+            Action::Unpause => "unpause",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+            Action::Resize => "resize",
+            Action::ConfirmResize => "confirmResize",
+            Action::RevertResize => "revertResize",
+            Action::Rebuild => "rebuild",
+            Action::CreateImage => "createImage",
+            Action::ChangePassword => "changePassword",
+            Action::Delete => "delete",
+            Action::ForceDelete => "forceDelete",
+            Action::Restore => "restore",
+            Action::Lock => "lock",
+            Action::Unlock => "unlock",
+            Action::UpdateMetadata => "update metadata",
+            Action::UpdateTags => "update tags",
+            Action::ConsoleOutput => "get_console_output",
+            Action::ResetState => "os-resetState",
+        }
+    }
+}
+
+/// Why an action was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DenyReason {
+    VmState(VmState),
+    TaskState(Option<TaskState>),
+    NotLaunched,
+    Locked,
+}
+
+/// The answer of [`decide`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Do it.
+    Accept,
+    /// Answer success but change nothing (e.g. lock an already locked server).
+    Ignore,
+    /// Refuse with a 409 carrying [`deny_message`].
+    Deny(DenyReason),
+}
+
+/// What the table needs to know about a server.
+#[derive(Clone, Copy, Debug)]
+pub struct ActionInput {
+    pub vm_state: VmState,
+    pub task_state: Option<TaskState>,
+    /// Locked *and* the caller may not override the lock (non-admins cannot).
+    pub locked: bool,
+    /// The server was launched at least once (`launched_at` set).
+    pub launched: bool,
+}
+
+const ALLOW_REBOOT_TASKS: &[Option<TaskState>] = &[
+    None,
+    Some(TaskState::Rebooting),
+    Some(TaskState::RebootPending),
+    Some(TaskState::RebootStarted),
+    Some(TaskState::Resuming),
+    Some(TaskState::RebootingHard),
+    Some(TaskState::Unpausing),
+    Some(TaskState::Pausing),
+    Some(TaskState::Suspending),
+];
+
+/// One row of the table: the vm_states and task_states the action accepts (`None` = any),
+/// whether the lock applies, and whether the server must have been launched.
+struct Rule {
+    vm: Option<&'static [VmState]>,
+    task: Option<&'static [Option<TaskState>]>,
+    lock_checked: bool,
+    must_have_launched: bool,
+}
+
+const IDLE: Option<&[Option<TaskState>]> = Some(&[None]);
+
+fn rule(action: Action) -> Rule {
+    use VmState as V;
+    let r = |vm: Option<&'static [VmState]>, task, lock_checked, must_have_launched| Rule {
+        vm,
+        task,
+        lock_checked,
+        must_have_launched,
+    };
+    match action {
+        Action::RebootSoft => r(Some(&[V::Active]), IDLE, true, true),
+        Action::RebootHard => r(
+            Some(&[V::Active, V::Stopped, V::Paused, V::Suspended, V::Error]),
+            Some(ALLOW_REBOOT_TASKS),
+            true,
+            true,
+        ),
+        Action::Start => r(Some(&[V::Stopped]), IDLE, true, true),
+        Action::Stop => r(Some(&[V::Active, V::Error]), IDLE, true, true),
+        Action::Pause | Action::Suspend | Action::ChangePassword => {
+            r(Some(&[V::Active]), IDLE, true, true)
+        }
+        Action::Unpause => r(Some(&[V::Paused]), IDLE, true, true),
+        Action::Resume => r(Some(&[V::Suspended]), IDLE, true, true),
+        Action::Resize => r(Some(&[V::Active, V::Stopped]), IDLE, true, true),
+        Action::ConfirmResize | Action::RevertResize => r(Some(&[V::Resized]), IDLE, true, true),
+        Action::Rebuild => r(Some(&[V::Active, V::Stopped, V::Error]), IDLE, true, true),
+        // Nova: snapshots ignore the lock ("lock is intended to prevent accidental change").
+        Action::CreateImage => r(
+            Some(&[V::Active, V::Stopped, V::Paused, V::Suspended]),
+            IDLE,
+            false,
+            true,
+        ),
+        Action::Delete => r(None, None, true, false),
+        Action::ForceDelete => r(None, IDLE, true, false),
+        Action::Restore => r(Some(&[V::SoftDeleted]), IDLE, true, true),
+        Action::UpdateMetadata => r(
+            Some(&[V::Active, V::Paused, V::Suspended, V::Stopped]),
+            IDLE,
+            true,
+            false,
+        ),
+        Action::UpdateTags => r(
+            Some(&[V::Active, V::Paused, V::Suspended, V::Stopped]),
+            None,
+            false,
+            false,
+        ),
+        Action::ConsoleOutput => r(
+            Some(&[
+                V::Active,
+                V::Paused,
+                V::Suspended,
+                V::Stopped,
+                V::Resized,
+                V::Rescued,
+                V::Error,
+            ]),
+            None,
+            false,
+            true,
+        ),
+        Action::Lock | Action::Unlock | Action::ResetState => r(None, None, false, false),
+    }
+}
+
+/// The allowed-action table: `(vm_state, task_state, locked, action) → Accept | Ignore | Deny`.
+///
+/// Order of checks follows Nova: the lock first (`@check_instance_lock` wraps
+/// `@check_instance_state`), then vm_state, task_state, launched.
+pub fn decide(action: Action, input: ActionInput) -> Decision {
+    let rule = rule(action);
+    if rule.lock_checked && input.locked {
+        return Decision::Deny(DenyReason::Locked);
+    }
+    if let Some(vms) = rule.vm {
+        if !vms.contains(&input.vm_state) {
+            return Decision::Deny(DenyReason::VmState(input.vm_state));
+        }
+    }
+    if let Some(tasks) = rule.task {
+        if !tasks.contains(&input.task_state) {
+            return Decision::Deny(DenyReason::TaskState(input.task_state));
+        }
+    }
+    if rule.must_have_launched && !input.launched {
+        return Decision::Deny(DenyReason::NotLaunched);
+    }
+    match action {
+        // Deleting twice: the first delete is already under way.
+        Action::Delete if input.task_state == Some(TaskState::Deleting) => Decision::Ignore,
+        // `locked` here is "locked and not overridable"; the lock/unlock services pass the
+        // raw lock flag, so an already locked server is ignored, as Nova's `lock()` returns.
+        Action::Lock if input.locked => Decision::Ignore,
+        Action::Unlock if !input.locked => Decision::Ignore,
+        _ => Decision::Accept,
+    }
+}
+
+/// Nova's 409 text for a denial.
+pub fn deny_message(action: Action, server_id: &str, reason: &DenyReason) -> String {
+    let (attr, state) = match reason {
+        DenyReason::Locked => return format!("Instance {server_id} is locked"),
+        DenyReason::VmState(vm) => ("vm_state", vm.as_str().to_owned()),
+        DenyReason::TaskState(t) => (
+            "task_state",
+            t.map(|t| t.as_str().to_owned())
+                .unwrap_or_else(|| "None".to_owned()),
+        ),
+        DenyReason::NotLaunched => ("launched_at", "None".to_owned()),
+    };
+    format!(
+        "Cannot '{}' instance {server_id} while it is in {attr} {state}",
+        action.api_name()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PowerState as P;
+    use TaskState as T;
+    use VmState as V;
+
+    #[test]
+    fn wire_names_round_trip() {
+        for &v in VmState::ALL {
+            assert_eq!(VmState::parse(v.as_str()), Some(v));
+        }
+        for &t in TaskState::ALL {
+            assert_eq!(TaskState::parse(t.as_str()), Some(t));
+        }
+        for &p in PowerState::ALL {
+            assert_eq!(PowerState::from_code(p.code()), Some(p));
+        }
+        assert_eq!(VmState::parse("soft-delete"), Some(V::SoftDeleted));
+        assert_eq!(TaskState::parse("powering-off"), Some(T::PoweringOff));
+        assert_eq!(VmState::parse("bogus"), None);
+    }
+
+    /// Every row of nova's `_STATE_MAP`, plus the defaults.
+    #[test]
+    fn openstack_status_table() {
+        let rows: &[(V, Option<T>, &str)] = &[
+            (V::Active, None, "ACTIVE"),
+            (V::Active, Some(T::Rebooting), "REBOOT"),
+            (V::Active, Some(T::RebootPending), "REBOOT"),
+            (V::Active, Some(T::RebootStarted), "REBOOT"),
+            (V::Active, Some(T::RebootingHard), "HARD_REBOOT"),
+            (V::Active, Some(T::RebootPendingHard), "HARD_REBOOT"),
+            (V::Active, Some(T::RebootStartedHard), "HARD_REBOOT"),
+            (V::Active, Some(T::UpdatingPassword), "PASSWORD"),
+            (V::Active, Some(T::Rebuilding), "REBUILD"),
+            (V::Active, Some(T::RebuildBlockDeviceMapping), "REBUILD"),
+            (V::Active, Some(T::RebuildSpawning), "REBUILD"),
+            (V::Active, Some(T::Migrating), "MIGRATING"),
+            (V::Active, Some(T::ResizePrep), "RESIZE"),
+            (V::Active, Some(T::ResizeMigrating), "RESIZE"),
+            (V::Active, Some(T::ResizeMigrated), "RESIZE"),
+            (V::Active, Some(T::ResizeFinish), "RESIZE"),
+            (V::Active, Some(T::Deleting), "ACTIVE"),
+            (V::Active, Some(T::PoweringOff), "ACTIVE"),
+            (V::Active, Some(T::Pausing), "ACTIVE"),
+            (V::Building, None, "BUILD"),
+            (V::Building, Some(T::Scheduling), "BUILD"),
+            (V::Building, Some(T::Spawning), "BUILD"),
+            (V::Stopped, None, "SHUTOFF"),
+            (V::Stopped, Some(T::PoweringOn), "SHUTOFF"),
+            (V::Stopped, Some(T::ResizePrep), "RESIZE"),
+            (V::Stopped, Some(T::ResizeMigrating), "RESIZE"),
+            (V::Stopped, Some(T::ResizeMigrated), "RESIZE"),
+            (V::Stopped, Some(T::ResizeFinish), "RESIZE"),
+            (V::Stopped, Some(T::Rebuilding), "REBUILD"),
+            (V::Stopped, Some(T::RebuildBlockDeviceMapping), "REBUILD"),
+            (V::Stopped, Some(T::RebuildSpawning), "REBUILD"),
+            (V::Stopped, Some(T::Migrating), "SHUTOFF"),
+            (V::Resized, None, "VERIFY_RESIZE"),
+            (V::Resized, Some(T::ResizeConfirming), "VERIFY_RESIZE"),
+            (V::Resized, Some(T::ResizeReverting), "REVERT_RESIZE"),
+            (V::Paused, None, "PAUSED"),
+            (V::Paused, Some(T::Migrating), "MIGRATING"),
+            (V::Paused, Some(T::Unpausing), "PAUSED"),
+            (V::Suspended, None, "SUSPENDED"),
+            (V::Suspended, Some(T::Resuming), "SUSPENDED"),
+            (V::Rescued, None, "RESCUE"),
+            (V::Error, None, "ERROR"),
+            (V::Error, Some(T::Rebuilding), "REBUILD"),
+            (V::Error, Some(T::RebuildBlockDeviceMapping), "REBUILD"),
+            (V::Error, Some(T::RebuildSpawning), "REBUILD"),
+            (V::Error, Some(T::Deleting), "ERROR"),
+            (V::Deleted, None, "DELETED"),
+            (V::SoftDeleted, None, "SOFT_DELETED"),
+            (V::Shelved, None, "SHELVED"),
+            (V::ShelvedOffloaded, None, "SHELVED_OFFLOADED"),
+        ];
+        for (vm, task, want) in rows {
+            assert_eq!(
+                openstack_status(*vm, *task, P::Running),
+                *want,
+                "{vm:?} {task:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_filter_inverse() {
+        let (vms, tasks) = states_for_openstack_status("active").unwrap();
+        assert_eq!(vms, vec![V::Active]);
+        assert_eq!(tasks, None);
+        let (vms, tasks) = states_for_openstack_status("REBOOT").unwrap();
+        assert_eq!(vms, vec![V::Active]);
+        assert_eq!(
+            tasks.unwrap(),
+            vec![T::RebootStarted, T::RebootPending, T::Rebooting]
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+        );
+        let (vms, _) = states_for_openstack_status("SHUTOFF").unwrap();
+        assert_eq!(vms, vec![V::Stopped]);
+        assert!(states_for_openstack_status("NOPE").is_none());
+    }
+
+    fn input(vm: V, task: Option<T>) -> ActionInput {
+        ActionInput {
+            vm_state: vm,
+            task_state: task,
+            locked: false,
+            launched: true,
+        }
+    }
+
+    /// The whole table: for every action and every vm_state with an idle task, the decision
+    /// must match the allowed set transcribed from nova's decorators.
+    #[test]
+    fn action_table_vm_states() {
+        let allowed: &[(Action, &[V])] = &[
+            (Action::RebootSoft, &[V::Active]),
+            (
+                Action::RebootHard,
+                &[V::Active, V::Stopped, V::Paused, V::Suspended, V::Error],
+            ),
+            (Action::Start, &[V::Stopped]),
+            (Action::Stop, &[V::Active, V::Error]),
+            (Action::Pause, &[V::Active]),
+            (Action::Unpause, &[V::Paused]),
+            (Action::Suspend, &[V::Active]),
+            (Action::Resume, &[V::Suspended]),
+            (Action::Resize, &[V::Active, V::Stopped]),
+            (Action::ConfirmResize, &[V::Resized]),
+            (Action::RevertResize, &[V::Resized]),
+            (Action::Rebuild, &[V::Active, V::Stopped, V::Error]),
+            (
+                Action::CreateImage,
+                &[V::Active, V::Stopped, V::Paused, V::Suspended],
+            ),
+            (Action::ChangePassword, &[V::Active]),
+            (Action::Delete, VmState::ALL),
+            (Action::ForceDelete, VmState::ALL),
+            (Action::Restore, &[V::SoftDeleted]),
+            (Action::Lock, VmState::ALL),
+            (Action::Unlock, &[]),
+            (
+                Action::UpdateMetadata,
+                &[V::Active, V::Paused, V::Suspended, V::Stopped],
+            ),
+            (
+                Action::UpdateTags,
+                &[V::Active, V::Paused, V::Suspended, V::Stopped],
+            ),
+            (
+                Action::ConsoleOutput,
+                &[
+                    V::Active,
+                    V::Paused,
+                    V::Suspended,
+                    V::Stopped,
+                    V::Resized,
+                    V::Rescued,
+                    V::Error,
+                ],
+            ),
+            (Action::ResetState, VmState::ALL),
+        ];
+        assert_eq!(allowed.len(), Action::ALL.len(), "every action has a row");
+        for (action, vms) in allowed {
+            for &vm in VmState::ALL {
+                let got = decide(*action, input(vm, None));
+                if vms.contains(&vm) {
+                    assert_eq!(got, Decision::Accept, "{action:?} in {vm:?}");
+                } else if *action == Action::Unlock {
+                    // Unlocking an unlocked server is a no-op, in every state.
+                    assert_eq!(got, Decision::Ignore, "{action:?} in {vm:?}");
+                } else {
+                    assert_eq!(
+                        got,
+                        Decision::Deny(DenyReason::VmState(vm)),
+                        "{action:?} {vm:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn action_table_task_states() {
+        // Busy servers refuse idle-only actions, naming the task state.
+        assert_eq!(
+            decide(Action::RebootSoft, input(V::Active, Some(T::Rebooting))),
+            Decision::Deny(DenyReason::TaskState(Some(T::Rebooting)))
+        );
+        // A hard reboot may interrupt a soft one (nova ALLOW_REBOOT).
+        for t in [
+            None,
+            Some(T::Rebooting),
+            Some(T::Pausing),
+            Some(T::RebootingHard),
+        ] {
+            assert_eq!(
+                decide(Action::RebootHard, input(V::Active, t)),
+                Decision::Accept
+            );
+        }
+        assert!(matches!(
+            decide(Action::RebootHard, input(V::Active, Some(T::Deleting))),
+            Decision::Deny(DenyReason::TaskState(_))
+        ));
+        assert_eq!(
+            decide(Action::Stop, input(V::Active, Some(T::PoweringOff))),
+            Decision::Deny(DenyReason::TaskState(Some(T::PoweringOff)))
+        );
+        // Delete works whatever the task, and a second delete is a no-op.
+        assert_eq!(
+            decide(Action::Delete, input(V::Building, Some(T::Spawning))),
+            Decision::Accept
+        );
+        assert_eq!(
+            decide(Action::Delete, input(V::Active, Some(T::Deleting))),
+            Decision::Ignore
+        );
+        assert!(matches!(
+            decide(Action::ForceDelete, input(V::Active, Some(T::Deleting))),
+            Decision::Deny(_)
+        ));
+        assert_eq!(
+            decide(Action::UpdateTags, input(V::Active, Some(T::Rebooting))),
+            Decision::Accept
+        );
+        assert!(matches!(
+            decide(Action::UpdateMetadata, input(V::Active, Some(T::Rebooting))),
+            Decision::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn action_table_lock_and_launch() {
+        let locked = |vm| ActionInput {
+            vm_state: vm,
+            task_state: None,
+            locked: true,
+            launched: true,
+        };
+        for &a in Action::ALL {
+            let got = decide(a, locked(V::Active));
+            let lock_exempt = matches!(
+                a,
+                Action::CreateImage
+                    | Action::Lock
+                    | Action::Unlock
+                    | Action::UpdateTags
+                    | Action::ConsoleOutput
+                    | Action::ResetState
+            );
+            if lock_exempt {
+                assert_ne!(got, Decision::Deny(DenyReason::Locked), "{a:?}");
+            } else {
+                assert_eq!(got, Decision::Deny(DenyReason::Locked), "{a:?}");
+            }
+        }
+        assert_eq!(decide(Action::Lock, locked(V::Active)), Decision::Ignore);
+        assert_eq!(decide(Action::Unlock, locked(V::Active)), Decision::Accept);
+        let never_launched = ActionInput {
+            vm_state: V::Error,
+            task_state: None,
+            locked: false,
+            launched: false,
+        };
+        assert_eq!(
+            decide(Action::Stop, never_launched),
+            Decision::Deny(DenyReason::NotLaunched)
+        );
+        assert_eq!(decide(Action::Delete, never_launched), Decision::Accept);
+        assert_eq!(
+            decide(Action::RebootHard, never_launched),
+            Decision::Deny(DenyReason::NotLaunched)
+        );
+    }
+
+    #[test]
+    fn deny_messages_match_nova() {
+        assert_eq!(
+            deny_message(Action::Stop, "abc", &DenyReason::VmState(V::Stopped)),
+            "Cannot 'stop' instance abc while it is in vm_state stopped"
+        );
+        assert_eq!(
+            deny_message(
+                Action::RebootSoft,
+                "abc",
+                &DenyReason::TaskState(Some(T::Rebooting))
+            ),
+            "Cannot 'reboot' instance abc while it is in task_state rebooting"
+        );
+        assert_eq!(
+            deny_message(Action::Pause, "abc", &DenyReason::Locked),
+            "Instance abc is locked"
+        );
+    }
+}
