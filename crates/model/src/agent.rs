@@ -72,13 +72,15 @@ pub enum AgentRequest {
     Destroy {
         server_id: ServerId,
     },
+    /// Reboot; carries the spec so the driver sees current metadata (fault injection) and
+    /// can re-create a guest that vanished.
     Reboot {
-        server_id: ServerId,
+        spec: InstanceSpec,
         hard: bool,
     },
     /// Power off: graceful (ACPI) first, forced after `timeout_secs`.
     PowerOff {
-        server_id: ServerId,
+        spec: InstanceSpec,
         timeout_secs: u32,
     },
     PowerOn {
@@ -132,6 +134,12 @@ pub enum AgentRequest {
     },
     /// Every server the host runs, with its observed power state.
     ListInstances,
+    /// The controller's records place this server on the host but the agent does not know
+    /// it (the agent restarted and cannot re-attach): take it back in `power_state`.
+    Adopt {
+        spec: InstanceSpec,
+        power_state: PowerState,
+    },
 }
 
 /// The agent's answer.

@@ -41,8 +41,10 @@ pub struct Resources {
     pub disk_gb: u64,
 }
 
-impl Resources {
-    pub fn add(self, o: Resources) -> Resources {
+impl std::ops::Add for Resources {
+    type Output = Resources;
+
+    fn add(self, o: Resources) -> Resources {
         Resources {
             vcpus: self.vcpus + o.vcpus,
             ram_mb: self.ram_mb + o.ram_mb,
@@ -64,7 +66,7 @@ impl Host {
     /// Whether `want` fits beside `used`.
     pub fn fits(&self, used: Resources, want: Resources) -> bool {
         let cap = self.capacity();
-        let total = used.add(want);
+        let total = used + want;
         total.vcpus <= cap.vcpus && total.ram_mb <= cap.ram_mb && total.disk_gb <= cap.disk_gb
     }
 }

@@ -434,15 +434,15 @@ pub fn decide(action: Action, input: ActionInput) -> Decision {
     if rule.lock_checked && input.locked {
         return Decision::Deny(DenyReason::Locked);
     }
-    if let Some(vms) = rule.vm {
-        if !vms.contains(&input.vm_state) {
-            return Decision::Deny(DenyReason::VmState(input.vm_state));
-        }
+    if let Some(vms) = rule.vm
+        && !vms.contains(&input.vm_state)
+    {
+        return Decision::Deny(DenyReason::VmState(input.vm_state));
     }
-    if let Some(tasks) = rule.task {
-        if !tasks.contains(&input.task_state) {
-            return Decision::Deny(DenyReason::TaskState(input.task_state));
-        }
+    if let Some(tasks) = rule.task
+        && !tasks.contains(&input.task_state)
+    {
+        return Decision::Deny(DenyReason::TaskState(input.task_state));
     }
     if rule.must_have_launched && !input.launched {
         return Decision::Deny(DenyReason::NotLaunched);

@@ -1,0 +1,201 @@
+//! Key pairs: imported public keys with Nova's fingerprints.
+//!
+//! Deviation: Nova before microversion 2.92 generates a key pair when no public key is sent;
+//! Nimbus never generates private keys (OpenStackClient generates them client-side and
+//! imports the public half, which is what Nova itself requires from 2.92). A request without
+//! a public key gets a 400 saying so. See docs/dialects/openstack.md.
+
+use crate::Control;
+use base64::Engine as _;
+use md5::{Digest, Md5};
+use nimbus_model::identity::Context;
+use nimbus_model::keypair::KeyPair;
+use nimbus_model::time::now;
+use nimbus_model::{Error, Result, UserId};
+
+const SSH_TYPES: &[&str] = &[
+    "ssh-rsa",
+    "ssh-dss",
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+fn colon_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Parse an OpenSSH public key line and return Nova's fingerprint (MD5 of the key blob).
+pub fn ssh_fingerprint(public_key: &str) -> Result<String> {
+    let bad = || Error::invalid("Keypair data is invalid: failed to generate fingerprint");
+    let mut parts = public_key.split_whitespace();
+    let kind = parts.next().ok_or_else(bad)?;
+    let blob_b64 = parts.next().ok_or_else(bad)?;
+    if !SSH_TYPES.contains(&kind) {
+        return Err(bad());
+    }
+    let blob = base64::engine::general_purpose::STANDARD.decode(blob_b64).map_err(|_| bad())?;
+    // The blob starts with the length-prefixed key type, which must match the line's.
+    if blob.len() < 4 {
+        return Err(bad());
+    }
+    let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
+    if blob.len() < 4 + n || &blob[4..4 + n] != kind.as_bytes() {
+        return Err(bad());
+    }
+    Ok(colon_hex(&Md5::digest(&blob)))
+}
+
+/// Fingerprint of a PEM x509 certificate (SHA-1 of the DER bytes), as Nova computes it.
+pub fn x509_fingerprint(pem: &str) -> Result<String> {
+    let bad = || Error::invalid("Keypair data is invalid: failed to generate fingerprint");
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
+        .collect();
+    if body.is_empty() {
+        return Err(bad());
+    }
+    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|_| bad())?;
+    Ok(colon_hex(&sha1::Sha1::digest(&der)))
+}
+
+/// Nova's key pair name rule (the permissive form used from 2.92; a superset of the older
+/// one).
+pub fn validate_keypair_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.chars().count() <= 255
+        && name.trim() == name
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ' ' | '_' | '-' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "Invalid input for field/attribute name. Value: {name}. Keypair name contains unsafe characters"
+        )))
+    }
+}
+
+impl Control {
+    /// Owner of key pairs the call acts on: admins may name another user (2.10).
+    fn keypair_owner(ctx: &Context, user: Option<UserId>) -> Result<UserId> {
+        match user {
+            Some(u) if u != ctx.user_id && !ctx.is_admin() => Err(Error::Forbidden(
+                "Policy doesn't allow os_compute_api:os-keypairs to be performed for another user.".into(),
+            )),
+            Some(u) => Ok(u),
+            None => Ok(ctx.user_id.clone()),
+        }
+    }
+
+    pub async fn keypair_import(
+        &self,
+        ctx: &Context,
+        name: &str,
+        public_key: Option<&str>,
+        key_type: &str,
+        user: Option<UserId>,
+    ) -> Result<KeyPair> {
+        validate_keypair_name(name)?;
+        let owner = Self::keypair_owner(ctx, user)?;
+        let Some(public_key) = public_key else {
+            return Err(Error::invalid(
+                "Nimbus does not generate key pairs: generate one locally (OpenStackClient does) and import its public_key.",
+            ));
+        };
+        let fingerprint = match key_type {
+            "ssh" => ssh_fingerprint(public_key)?,
+            "x509" => x509_fingerprint(public_key)?,
+            other => {
+                return Err(Error::invalid(format!(
+                    "Invalid input for field/attribute type. Value: {other}. '{other}' is not one of ['ssh', 'x509']"
+                )));
+            }
+        };
+        let limit = self.effective_quota(&ctx.project_id).await?.get("key_pairs");
+        if limit >= 0 {
+            let have = self.inner.store.keypairs_list(owner.clone()).await?.len() as i64;
+            if have >= limit {
+                return Err(Error::OverQuota("Quota exceeded, too many key pairs.".into()));
+            }
+        }
+        self.inner
+            .store
+            .keypair_create(KeyPair {
+                serial: 0,
+                name: name.to_owned(),
+                user_id: owner,
+                public_key: public_key.trim().to_owned(),
+                fingerprint,
+                key_type: key_type.to_owned(),
+                created_at: now(),
+            })
+            .await
+            .map_err(|e| match e {
+                Error::AlreadyExists(m) => Error::Conflict(m),
+                e => e,
+            })
+    }
+
+    pub async fn keypairs_list(&self, ctx: &Context, user: Option<UserId>) -> Result<Vec<KeyPair>> {
+        let owner = Self::keypair_owner(ctx, user)?;
+        self.inner.store.keypairs_list(owner).await
+    }
+
+    pub async fn keypair_get(&self, ctx: &Context, name: &str, user: Option<UserId>) -> Result<KeyPair> {
+        let owner = Self::keypair_owner(ctx, user)?;
+        self.inner
+            .store
+            .keypair_get(owner, name.to_owned())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Keypair {name} not found for user {}", ctx.user_id)))
+    }
+
+    pub async fn keypair_delete(&self, ctx: &Context, name: &str, user: Option<UserId>) -> Result<()> {
+        let owner = Self::keypair_owner(ctx, user)?;
+        if !self.inner.store.keypair_delete(owner.clone(), name.to_owned()).await? {
+            return Err(Error::not_found(format!("Keypair {name} not found for user {owner}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED25519: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl user@host";
+
+    #[test]
+    fn ssh_fingerprint_is_md5_of_blob() {
+        let fp = ssh_fingerprint(ED25519).unwrap();
+        assert_eq!(fp.len(), 47);
+        assert_eq!(fp.matches(':').count(), 15);
+        // Same blob, different comment: same fingerprint.
+        let other = ED25519.replace("user@host", "x");
+        assert_eq!(ssh_fingerprint(&other).unwrap(), fp);
+    }
+
+    #[test]
+    fn bad_keys_are_rejected() {
+        assert!(ssh_fingerprint("ssh-ed25519").is_err());
+        assert!(ssh_fingerprint("ssh-ed25519 !!!notbase64").is_err());
+        assert!(ssh_fingerprint("ssh-foo AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl").is_err());
+        // Type in the line does not match the blob.
+        assert!(ssh_fingerprint("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl").is_err());
+        assert!(x509_fingerprint("not a cert").is_err());
+    }
+
+    #[test]
+    fn keypair_names() {
+        assert!(validate_keypair_name("my key-1_x.y@z").is_ok());
+        assert!(validate_keypair_name("").is_err());
+        assert!(validate_keypair_name(" lead").is_err());
+        assert!(validate_keypair_name("bad/name").is_err());
+    }
+}
