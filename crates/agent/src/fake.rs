@@ -11,8 +11,8 @@
 use crate::hypervisor::{Hypervisor, SnapshotFile};
 use async_trait::async_trait;
 use nimbus_model::agent::{
-    AgentEvent, CpuDetail, Diagnostics, DiskDetail, EventSink, HostInfo, InstanceSpec, MemoryDetails,
-    NicDetail, VncConsole,
+    AgentEvent, CpuDetail, Diagnostics, DiskDetail, EventSink, HostInfo, InstanceSpec,
+    MemoryDetails, NicDetail, VncConsole,
 };
 use nimbus_model::state::PowerState;
 use nimbus_model::{Error, ImageId, Result, ServerId};
@@ -132,7 +132,10 @@ fn missing(id: ServerId) -> Error {
 
 impl FakeDriver {
     pub fn new(config: FakeConfig) -> Self {
-        FakeDriver { config, vms: Arc::new(Mutex::new(HashMap::new())) }
+        FakeDriver {
+            config,
+            vms: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServerId, Vm>> {
@@ -142,7 +145,8 @@ impl FakeDriver {
     fn faults_for(&self, spec: &InstanceSpec) -> Result<Vec<Fault>> {
         let mut faults = self.config.faults.clone();
         if let Some(v) = spec.metadata.get(FAULT_KEY) {
-            faults.extend(parse_faults(v).map_err(|e| Error::invalid(format!("{FAULT_KEY}: {e}")))?);
+            faults
+                .extend(parse_faults(v).map_err(|e| Error::invalid(format!("{FAULT_KEY}: {e}")))?);
         }
         Ok(faults)
     }
@@ -150,14 +154,20 @@ impl FakeDriver {
     /// Apply `f` to a VM, failing if it does not exist.
     fn with_vm<T>(&self, id: ServerId, f: impl FnOnce(&mut Vm) -> Result<T>) -> Result<T> {
         let mut vms = self.lock();
-        let vm = vms.get_mut(&id).filter(|v| !v.destroyed).ok_or_else(|| missing(id))?;
+        let vm = vms
+            .get_mut(&id)
+            .filter(|v| !v.destroyed)
+            .ok_or_else(|| missing(id))?;
         f(vm)
     }
 
     fn boot_lines(vm: &Vm, id: ServerId) -> Vec<String> {
         vec![
             "[    0.000000] Linux version 6.1.0-nimbus-fake (nimbus@fake) #1 SMP".to_owned(),
-            format!("[    0.000000] Command line: console=ttyS0 root=/dev/vda1 boot={}", vm.boots),
+            format!(
+                "[    0.000000] Command line: console=ttyS0 root=/dev/vda1 boot={}",
+                vm.boots
+            ),
             format!("[    0.010000] Memory: {}K available", vm.ram_mb * 1024),
             format!("[    0.020000] smpboot: Allowing {} CPUs", vm.vcpus),
             "[    1.000000] virtio_net virtio0 eth0: registered".to_owned(),
@@ -190,9 +200,14 @@ impl FakeDriver {
                 let crashed = {
                     let mut vms = vms.lock().unwrap_or_else(|p| p.into_inner());
                     match vms.get_mut(&id) {
-                        Some(vm) if vm.epoch == epoch && !vm.destroyed && vm.power == PowerState::Running => {
+                        Some(vm)
+                            if vm.epoch == epoch
+                                && !vm.destroyed
+                                && vm.power == PowerState::Running =>
+                        {
                             vm.power = PowerState::Crashed;
-                            vm.console.push("Kernel panic - not syncing: nimbus fake crash".into());
+                            vm.console
+                                .push("Kernel panic - not syncing: nimbus fake crash".into());
                             true
                         }
                         _ => false,
@@ -217,7 +232,12 @@ impl FakeDriver {
         }
     }
 
-    async fn do_boot(&self, spec: &InstanceSpec, events: Arc<dyn EventSink>, fresh: bool) -> Result<PowerState> {
+    async fn do_boot(
+        &self,
+        spec: &InstanceSpec,
+        events: Arc<dyn EventSink>,
+        fresh: bool,
+    ) -> Result<PowerState> {
         let id = spec.server_id;
         let faults = self.faults_for(spec)?;
         let epoch = {
@@ -257,13 +277,21 @@ impl FakeDriver {
         let step = self.config.spawn_delay / STEPS;
         for i in 1..=STEPS {
             self.pause_for(step).await;
-            let alive = self.lock().get(&id).is_some_and(|v| !v.destroyed && v.epoch == epoch);
+            let alive = self
+                .lock()
+                .get(&id)
+                .is_some_and(|v| !v.destroyed && v.epoch == epoch);
             if !alive {
-                return Err(Error::conflict(format!("Instance {id} was deleted while it was being built.")));
+                return Err(Error::conflict(format!(
+                    "Instance {id} was deleted while it was being built."
+                )));
             }
             if i < STEPS {
                 events
-                    .report(AgentEvent::Progress { server_id: id, progress: (i * 100 / STEPS) as u8 })
+                    .report(AgentEvent::Progress {
+                        server_id: id,
+                        progress: (i * 100 / STEPS) as u8,
+                    })
                     .await;
             }
         }
@@ -271,18 +299,26 @@ impl FakeDriver {
             // Stay in BUILD until destroyed.
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                let alive = self.lock().get(&id).is_some_and(|v| !v.destroyed && v.epoch == epoch);
+                let alive = self
+                    .lock()
+                    .get(&id)
+                    .is_some_and(|v| !v.destroyed && v.epoch == epoch);
                 if !alive {
-                    return Err(Error::conflict(format!("Instance {id} was deleted while it was being built.")));
+                    return Err(Error::conflict(format!(
+                        "Instance {id} was deleted while it was being built."
+                    )));
                 }
             }
         }
         if faults.contains(&Fault::Spawn) {
             if let Some(vm) = self.lock().get_mut(&id) {
                 vm.power = PowerState::Shutdown;
-                vm.console.push("[    0.500000] Kernel panic: injected spawn fault".into());
+                vm.console
+                    .push("[    0.500000] Kernel panic: injected spawn fault".into());
             }
-            return Err(Error::internal("injected fault: spawn failed (nimbus:fault=spawn)"));
+            return Err(Error::internal(
+                "injected fault: spawn failed (nimbus:fault=spawn)",
+            ));
         }
         self.booted(id, Some(events));
         Ok(PowerState::Running)
@@ -335,7 +371,9 @@ impl Hypervisor for FakeDriver {
         })?;
         self.pause_for(self.config.action_delay).await;
         if faults.contains(&Fault::Reboot) {
-            return Err(Error::internal("injected fault: reboot failed (nimbus:fault=reboot)"));
+            return Err(Error::internal(
+                "injected fault: reboot failed (nimbus:fault=reboot)",
+            ));
         }
         self.with_vm(id, |_| Ok(()))?;
         // The crash timer (if any) re-arms on every boot; events go nowhere here because the
@@ -350,7 +388,9 @@ impl Hypervisor for FakeDriver {
         self.with_vm(id, |_| Ok(()))?;
         self.pause_for(self.config.action_delay).await;
         if faults.contains(&Fault::Stop) {
-            return Err(Error::internal("injected fault: power off failed (nimbus:fault=stop)"));
+            return Err(Error::internal(
+                "injected fault: power off failed (nimbus:fault=stop)",
+            ));
         }
         self.with_vm(id, |vm| {
             vm.power = PowerState::Shutdown;
@@ -476,13 +516,19 @@ impl Hypervisor for FakeDriver {
 
     async fn vnc_console(&self, id: ServerId) -> Result<VncConsole> {
         self.with_vm(id, |_| Ok(()))?;
-        Err(Error::NotImplemented("The fake driver has no graphical console.".into()))
+        Err(Error::NotImplemented(
+            "The fake driver has no graphical console.".into(),
+        ))
     }
 
     async fn diagnostics(&self, id: ServerId) -> Result<Diagnostics> {
         self.with_vm(id, |vm| {
             let running = vm.power == PowerState::Running;
-            let uptime = if running { vm.booted_at.elapsed().as_secs() } else { 0 };
+            let uptime = if running {
+                vm.booted_at.elapsed().as_secs()
+            } else {
+                0
+            };
             // Synthetic, deterministic in uptime: a guest idling at ~5 % of each vCPU.
             let cpu_ns = uptime * 50_000_000;
             Ok(Diagnostics {
@@ -494,9 +540,16 @@ impl Hypervisor for FakeDriver {
                 num_cpus: vm.vcpus,
                 num_disks: 1,
                 num_nics: vm.macs.len() as u32,
-                memory_details: MemoryDetails { maximum: vm.ram_mb, used: vm.ram_mb / 4 },
+                memory_details: MemoryDetails {
+                    maximum: vm.ram_mb,
+                    used: vm.ram_mb / 4,
+                },
                 cpu_details: (0..vm.vcpus)
-                    .map(|i| CpuDetail { id: i, time: cpu_ns, utilisation: Some(5) })
+                    .map(|i| CpuDetail {
+                        id: i,
+                        time: cpu_ns,
+                        utilisation: Some(5),
+                    })
                     .collect(),
                 disk_details: vec![DiskDetail {
                     read_bytes: 262_144 + uptime * 4096,
@@ -553,7 +606,12 @@ impl Hypervisor for FakeDriver {
     }
 
     async fn list_instances(&self) -> Result<Vec<(ServerId, PowerState)>> {
-        Ok(self.lock().iter().filter(|(_, v)| !v.destroyed).map(|(k, v)| (*k, v.power)).collect())
+        Ok(self
+            .lock()
+            .iter()
+            .filter(|(_, v)| !v.destroyed)
+            .map(|(k, v)| (*k, v.power))
+            .collect())
     }
 }
 
@@ -573,7 +631,10 @@ mod tests {
             parse_faults("crash-after:250ms").unwrap(),
             vec![Fault::CrashAfter(Duration::from_millis(250))]
         );
-        assert_eq!(parse_faults("crash-after:2m").unwrap(), vec![Fault::CrashAfter(Duration::from_secs(120))]);
+        assert_eq!(
+            parse_faults("crash-after:2m").unwrap(),
+            vec![Fault::CrashAfter(Duration::from_secs(120))]
+        );
         assert_eq!(parse_faults("").unwrap(), vec![]);
         assert!(parse_faults("explode").unwrap_err().contains("explode"));
         assert!(parse_faults("crash-after:soon").is_err());
@@ -617,7 +678,8 @@ mod tests {
         FakeDriver::new(FakeConfig {
             spawn_delay: Duration::from_millis(40),
             action_delay: Duration::from_millis(5),
-            work_dir: std::env::temp_dir().join(format!("nimbus-fake-test-{}", uuid::Uuid::new_v4())),
+            work_dir: std::env::temp_dir()
+                .join(format!("nimbus-fake-test-{}", uuid::Uuid::new_v4())),
             ..Default::default()
         })
     }
@@ -627,7 +689,10 @@ mod tests {
         let d = driver();
         let sink = Arc::new(Collect(Mutex::new(Vec::new())));
         let s = spec(None);
-        assert_eq!(d.spawn(&s, sink.clone()).await.unwrap(), PowerState::Running);
+        assert_eq!(
+            d.spawn(&s, sink.clone()).await.unwrap(),
+            PowerState::Running
+        );
         let progress: Vec<u8> = sink
             .0
             .lock()
@@ -640,20 +705,29 @@ mod tests {
             .collect();
         assert_eq!(progress, vec![25, 50, 75]);
         // Spawning again is a no-op answering the state.
-        assert_eq!(d.spawn(&s, sink.clone()).await.unwrap(), PowerState::Running);
+        assert_eq!(
+            d.spawn(&s, sink.clone()).await.unwrap(),
+            PowerState::Running
+        );
         assert_eq!(d.power_off(&s, 1).await.unwrap(), PowerState::Shutdown);
         assert_eq!(d.power_on(&s).await.unwrap(), PowerState::Running);
         assert_eq!(d.reboot(&s, false).await.unwrap(), PowerState::Running);
         let console = d.console_output(s.server_id, None).await.unwrap();
         assert_eq!(console.matches("GUEST-READY").count(), 3, "{console}");
-        assert_eq!(d.console_output(s.server_id, Some(1)).await.unwrap(), "vm login: \n");
+        assert_eq!(
+            d.console_output(s.server_id, Some(1)).await.unwrap(),
+            "vm login: \n"
+        );
         assert_eq!(d.pause(s.server_id).await.unwrap(), PowerState::Paused);
         assert_eq!(d.unpause(s.server_id).await.unwrap(), PowerState::Running);
         let snap = d.snapshot(s.server_id, ImageId::new()).await.unwrap();
         assert_eq!(std::fs::metadata(&snap.location).unwrap().len(), snap.size);
         d.destroy(s.server_id).await.unwrap();
         d.destroy(s.server_id).await.unwrap();
-        assert!(matches!(d.console_output(s.server_id, None).await, Err(Error::NotFound(_))));
+        assert!(matches!(
+            d.console_output(s.server_id, None).await,
+            Err(Error::NotFound(_))
+        ));
         assert!(d.list_instances().await.unwrap().is_empty());
     }
 
@@ -662,12 +736,18 @@ mod tests {
         let d = driver();
         let sink = Arc::new(Collect(Mutex::new(Vec::new())));
         let bad = spec(Some("spawn"));
-        assert!(matches!(d.spawn(&bad, sink.clone()).await, Err(Error::Internal(_))));
+        assert!(matches!(
+            d.spawn(&bad, sink.clone()).await,
+            Err(Error::Internal(_))
+        ));
         let flaky = spec(Some("reboot"));
         d.spawn(&flaky, sink.clone()).await.unwrap();
         assert!(d.reboot(&flaky, true).await.is_err());
         let typo = spec(Some("sapwn"));
-        assert!(matches!(d.spawn(&typo, sink.clone()).await, Err(Error::InvalidRequest(_))));
+        assert!(matches!(
+            d.spawn(&typo, sink.clone()).await,
+            Err(Error::InvalidRequest(_))
+        ));
 
         let crashy = spec(Some("crash-after:30ms"));
         d.spawn(&crashy, sink.clone()).await.unwrap();

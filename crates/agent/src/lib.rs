@@ -57,27 +57,37 @@ impl Agent {
                 AgentReply::Done
             }
             AgentRequest::RevertResize { spec } => power(d.revert_resize(&spec).await?),
-            AgentRequest::Snapshot { server_id, image_id } => {
+            AgentRequest::Snapshot {
+                server_id,
+                image_id,
+            } => {
                 let s = d.snapshot(server_id, image_id).await?;
-                AgentReply::Snapshot { location: s.location, size: s.size, disk_format: s.disk_format }
+                AgentReply::Snapshot {
+                    location: s.location,
+                    size: s.size,
+                    disk_format: s.disk_format,
+                }
             }
-            AgentRequest::ConsoleOutput { server_id, length } => {
-                AgentReply::Console { output: d.console_output(server_id, length).await? }
-            }
-            AgentRequest::VncConsole { server_id } => {
-                AgentReply::Vnc { console: d.vnc_console(server_id).await? }
-            }
-            AgentRequest::Diagnostics { server_id } => {
-                AgentReply::Diagnostics { diagnostics: d.diagnostics(server_id).await? }
-            }
-            AgentRequest::SetPassword { server_id, password } => {
+            AgentRequest::ConsoleOutput { server_id, length } => AgentReply::Console {
+                output: d.console_output(server_id, length).await?,
+            },
+            AgentRequest::VncConsole { server_id } => AgentReply::Vnc {
+                console: d.vnc_console(server_id).await?,
+            },
+            AgentRequest::Diagnostics { server_id } => AgentReply::Diagnostics {
+                diagnostics: d.diagnostics(server_id).await?,
+            },
+            AgentRequest::SetPassword {
+                server_id,
+                password,
+            } => {
                 d.set_password(server_id, &password).await?;
                 AgentReply::Done
             }
             AgentRequest::Adopt { spec, power_state } => power(d.adopt(&spec, power_state).await?),
-            AgentRequest::ListInstances => {
-                AgentReply::Instances { instances: d.list_instances().await? }
-            }
+            AgentRequest::ListInstances => AgentReply::Instances {
+                instances: d.list_instances().await?,
+            },
         })
     }
 }

@@ -45,15 +45,29 @@ impl Control {
 
     /// Make `host` reachable through `transport`.
     pub fn attach_agent(&self, host: HostId, transport: Arc<dyn AgentTransport>) {
-        self.inner.agents.agents.write().unwrap_or_else(|p| p.into_inner()).insert(host, transport);
+        self.inner
+            .agents
+            .agents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(host, transport);
     }
 
     pub fn detach_agent(&self, host: HostId) {
-        self.inner.agents.agents.write().unwrap_or_else(|p| p.into_inner()).remove(&host);
+        self.inner
+            .agents
+            .agents
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&host);
     }
 
     /// Send one request to a host's agent.
-    pub(crate) async fn agent_call(&self, host: HostId, request: AgentRequest) -> Result<AgentReply> {
+    pub(crate) async fn agent_call(
+        &self,
+        host: HostId,
+        request: AgentRequest,
+    ) -> Result<AgentReply> {
         let transport = self
             .inner
             .agents

@@ -88,7 +88,12 @@ impl Control {
             }
         }
         let (tx, mut rx) = mpsc::unbounded_channel::<OperationId>();
-        *self.inner.engine.tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *self
+            .inner
+            .engine
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let control = self.clone();
         let mut shutdown = self.shutdown_signal();
         tokio::spawn(async move {
@@ -107,7 +112,14 @@ impl Control {
 
     /// Queue a persisted operation for execution.
     pub(crate) fn submit(&self, id: OperationId) {
-        if let Some(tx) = self.inner.engine.tx.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        if let Some(tx) = self
+            .inner
+            .engine
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             let _ = tx.send(id);
         }
     }
@@ -117,7 +129,8 @@ impl Control {
             Ok(ops) => {
                 let t = now();
                 for op in ops {
-                    if op.state == OperationState::Pending && op.not_before.is_none_or(|nb| nb <= t) {
+                    if op.state == OperationState::Pending && op.not_before.is_none_or(|nb| nb <= t)
+                    {
                         self.dispatch(op.id);
                     }
                 }
@@ -131,7 +144,12 @@ impl Control {
             return;
         }
         let engine = &self.inner.engine;
-        if !engine.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(id) {
+        if !engine
+            .in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id)
+        {
             return;
         }
         let control = self.clone();
@@ -142,20 +160,28 @@ impl Control {
             if let Err(e) = control.run_operation(id).await {
                 tracing::error!(op = %id, error = %e, "operation bookkeeping failed");
             }
-            in_flight.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         });
     }
 
     async fn run_operation(&self, id: OperationId) -> Result<()> {
         let store = &self.inner.store;
-        let Some(op) = store.operation_get(id).await? else { return Ok(()) };
+        let Some(op) = store.operation_get(id).await? else {
+            return Ok(());
+        };
         if op.not_before.is_some_and(|nb| nb > now()) {
             return Ok(());
         }
         if !store.operation_claim(id).await? {
             return Ok(());
         }
-        let mut op = store.operation_get(id).await?.ok_or_else(|| Error::internal("claimed op vanished"))?;
+        let mut op = store
+            .operation_get(id)
+            .await?
+            .ok_or_else(|| Error::internal("claimed op vanished"))?;
         let Some(plan) = crate::servers::plan(&op.action) else {
             op.state = OperationState::Failed;
             op.message = Some("Error".into());
@@ -180,7 +206,9 @@ impl Control {
             match outcome {
                 Ok(Flow::Continue) => {
                     if let Some(ev) = step.event {
-                        store.event_finish(self.event(&op, ev, Some("Success"), None)).await?;
+                        store
+                            .event_finish(self.event(&op, ev, Some("Success"), None))
+                            .await?;
                     }
                     op.step += 1;
                     op.updated_at = now();
@@ -189,7 +217,9 @@ impl Control {
                 Ok(Flow::Abort(reason)) => {
                     tracing::info!(op = %op.id, action = %op.action, step = step.name, %reason, "operation aborted");
                     if let Some(ev) = step.event {
-                        store.event_finish(self.event(&op, ev, Some("Error"), Some(&reason))).await?;
+                        store
+                            .event_finish(self.event(&op, ev, Some("Error"), Some(&reason)))
+                            .await?;
                     }
                     self.undo(plan, &op).await;
                     return self.finish(op, OperationState::Failed, Some("Error")).await;
@@ -197,7 +227,14 @@ impl Control {
                 Err(err) => {
                     tracing::warn!(op = %op.id, action = %op.action, step = step.name, error = %err, "step failed");
                     if let Some(ev) = step.event {
-                        store.event_finish(self.event(&op, ev, Some("Error"), Some(&err.to_string()))).await?;
+                        store
+                            .event_finish(self.event(
+                                &op,
+                                ev,
+                                Some("Error"),
+                                Some(&err.to_string()),
+                            ))
+                            .await?;
                     }
                     self.undo(plan, &op).await;
                     self.apply_failure(&op, step.on_failure, &err).await;
@@ -208,7 +245,12 @@ impl Control {
         self.finish(op, OperationState::Succeeded, None).await
     }
 
-    async fn finish(&self, mut op: Operation, state: OperationState, message: Option<&str>) -> Result<()> {
+    async fn finish(
+        &self,
+        mut op: Operation,
+        state: OperationState,
+        message: Option<&str>,
+    ) -> Result<()> {
         op.state = state;
         op.message = message.map(str::to_owned);
         op.finish_time = Some(now());
@@ -221,9 +263,10 @@ impl Control {
     async fn undo(&self, plan: &[Step], op: &Operation) {
         for step in plan[..=(op.step as usize).min(plan.len() - 1)].iter().rev() {
             if let Some(undo) = step.undo
-                && let Err(e) = undo(self, op).await {
-                    tracing::error!(op = %op.id, step = step.name, error = %e, "undo failed");
-                }
+                && let Err(e) = undo(self, op).await
+            {
+                tracing::error!(op = %op.id, step = step.name, error = %e, "undo failed");
+            }
         }
     }
 
@@ -261,7 +304,13 @@ impl Control {
         }
     }
 
-    fn event(&self, op: &Operation, name: &str, result: Option<&str>, traceback: Option<&str>) -> OperationEvent {
+    fn event(
+        &self,
+        op: &Operation,
+        name: &str,
+        result: Option<&str>,
+        traceback: Option<&str>,
+    ) -> OperationEvent {
         let t = now();
         OperationEvent {
             operation_id: op.id,
@@ -270,7 +319,11 @@ impl Control {
             finish_time: result.map(|_| t),
             result: result.map(str::to_owned),
             traceback: traceback.map(str::to_owned),
-            host: op.params.get("host").and_then(|h| h.as_str()).map(str::to_owned),
+            host: op
+                .params
+                .get("host")
+                .and_then(|h| h.as_str())
+                .map(str::to_owned),
             details: None,
         }
     }
@@ -289,7 +342,10 @@ impl Control {
                 return Ok(op);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Unavailable(format!("operation {id} still {}", op.state.as_str())));
+                return Err(Error::Unavailable(format!(
+                    "operation {id} still {}",
+                    op.state.as_str()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

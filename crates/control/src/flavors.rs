@@ -65,7 +65,9 @@ fn validate_flavor_id(id: &str) -> Result<()> {
         && id.len() <= 255
         && !id.starts_with(' ')
         && !id.ends_with(' ')
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ' ' | '_' | '-'));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ' ' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -79,7 +81,9 @@ fn validate_flavor_id(id: &str) -> Result<()> {
 pub fn validate_extra_spec(key: &str, value: &str) -> Result<()> {
     let ok_key = !key.is_empty()
         && key.len() <= 255
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.' | ' ' | '/'));
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '.' | ' ' | '/'));
     if !ok_key {
         return Err(Error::invalid(format!(
             "Invalid input for field/attribute extra_specs. Value: {key}. '{key}' does not match any of the regexes: '^[a-zA-Z0-9-_:. /]{{1,255}}$'"
@@ -97,7 +101,9 @@ fn require_admin(ctx: &Context, policy: &str) -> Result<()> {
     if ctx.is_admin() {
         Ok(())
     } else {
-        Err(Error::Forbidden(format!("Policy doesn't allow {policy} to be performed.")))
+        Err(Error::Forbidden(format!(
+            "Policy doesn't allow {policy} to be performed."
+        )))
     }
 }
 
@@ -107,11 +113,21 @@ impl Control {
         if f.is_public || ctx.is_admin() {
             return Ok(true);
         }
-        Ok(self.inner.store.flavor_access_list(f.id.clone()).await?.contains(&ctx.project_id))
+        Ok(self
+            .inner
+            .store
+            .flavor_access_list(f.id.clone())
+            .await?
+            .contains(&ctx.project_id))
     }
 
     pub async fn flavor_get(&self, ctx: &Context, id: &FlavorId) -> Result<Flavor> {
-        let f = self.inner.store.flavor_get(id.clone()).await?.ok_or_else(|| Error::flavor_not_found(id))?;
+        let f = self
+            .inner
+            .store
+            .flavor_get(id.clone())
+            .await?
+            .ok_or_else(|| Error::flavor_not_found(id))?;
         if !self.flavor_visible(ctx, &f).await? {
             return Err(Error::flavor_not_found(id));
         }
@@ -146,7 +162,11 @@ impl Control {
 
     pub async fn flavors_list(&self, ctx: &Context, q: FlavorListQuery) -> Result<Vec<Flavor>> {
         let all = self.inner.store.flavors_list().await?;
-        let filter = if ctx.is_admin() { q.is_public } else { PublicFilter::Default };
+        let filter = if ctx.is_admin() {
+            q.is_public
+        } else {
+            PublicFilter::Default
+        };
         let mut out = Vec::new();
         for f in all {
             let visible = match filter {
@@ -154,13 +174,19 @@ impl Control {
                 PublicFilter::Only(false) => !f.is_public,
                 PublicFilter::Only(true) | PublicFilter::Default => {
                     f.is_public
-                        || self.inner.store.flavor_access_list(f.id.clone()).await?.contains(&ctx.project_id)
+                        || self
+                            .inner
+                            .store
+                            .flavor_access_list(f.id.clone())
+                            .await?
+                            .contains(&ctx.project_id)
                 }
             };
             if !visible || (!ctx.is_admin() && f.disabled) {
                 continue;
             }
-            if q.min_ram.is_some_and(|m| f.ram_mb < m) || q.min_disk.is_some_and(|m| f.disk_gb < m) {
+            if q.min_ram.is_some_and(|m| f.ram_mb < m) || q.min_disk.is_some_and(|m| f.disk_gb < m)
+            {
                 continue;
             }
             if q.name.as_ref().is_some_and(|n| *n != f.name) {
@@ -194,7 +220,10 @@ impl Control {
                 .ok_or_else(|| Error::invalid(format!("marker [{marker}] not found")))?;
             out.drain(..=pos);
         }
-        let limit = q.limit.unwrap_or(self.inner.config.max_limit).min(self.inner.config.max_limit);
+        let limit = q
+            .limit
+            .unwrap_or(self.inner.config.max_limit)
+            .min(self.inner.config.max_limit);
         out.truncate(limit);
         Ok(out)
     }
@@ -209,16 +238,27 @@ impl Control {
             )));
         }
         if req.vcpus == 0 || req.vcpus > i32::MAX as u32 {
-            return Err(Error::invalid("Invalid input for field/attribute vcpus. Value must be between 1 and 2147483647"));
+            return Err(Error::invalid(
+                "Invalid input for field/attribute vcpus. Value must be between 1 and 2147483647",
+            ));
         }
         if req.ram_mb == 0 || req.ram_mb > i32::MAX as u64 {
-            return Err(Error::invalid("Invalid input for field/attribute ram. Value must be between 1 and 2147483647"));
+            return Err(Error::invalid(
+                "Invalid input for field/attribute ram. Value must be between 1 and 2147483647",
+            ));
         }
-        if req.disk_gb > i32::MAX as u64 || req.ephemeral_gb > i32::MAX as u64 || req.swap_mb > i32::MAX as u64 {
-            return Err(Error::invalid("Invalid input for field/attribute disk. Value is too large"));
+        if req.disk_gb > i32::MAX as u64
+            || req.ephemeral_gb > i32::MAX as u64
+            || req.swap_mb > i32::MAX as u64
+        {
+            return Err(Error::invalid(
+                "Invalid input for field/attribute disk. Value is too large",
+            ));
         }
         if !(req.rxtx_factor > 0.0 && req.rxtx_factor <= 3.40282e38) {
-            return Err(Error::invalid("Invalid input for field/attribute rxtx_factor. Value must be positive"));
+            return Err(Error::invalid(
+                "Invalid input for field/attribute rxtx_factor. Value must be positive",
+            ));
         }
         let id = match &req.id {
             Some(id) if id.as_str() != "auto" => {
@@ -261,15 +301,29 @@ impl Control {
     }
 
     /// Microversion 2.55: only the description may change.
-    pub async fn flavor_set_description(&self, ctx: &Context, id: &FlavorId, description: Option<String>) -> Result<Flavor> {
+    pub async fn flavor_set_description(
+        &self,
+        ctx: &Context,
+        id: &FlavorId,
+        description: Option<String>,
+    ) -> Result<Flavor> {
         require_admin(ctx, "os_compute_api:os-flavor-manage:update")?;
-        let mut f = self.inner.store.flavor_get(id.clone()).await?.ok_or_else(|| Error::flavor_not_found(id))?;
+        let mut f = self
+            .inner
+            .store
+            .flavor_get(id.clone())
+            .await?
+            .ok_or_else(|| Error::flavor_not_found(id))?;
         f.description = description;
         self.inner.store.flavor_update(f.clone()).await?;
         Ok(f)
     }
 
-    pub async fn flavor_extra_specs(&self, ctx: &Context, id: &FlavorId) -> Result<BTreeMap<String, String>> {
+    pub async fn flavor_extra_specs(
+        &self,
+        ctx: &Context,
+        id: &FlavorId,
+    ) -> Result<BTreeMap<String, String>> {
         Ok(self.flavor_get(ctx, id).await?.extra_specs)
     }
 
@@ -284,17 +338,34 @@ impl Control {
         for (k, v) in &specs {
             validate_extra_spec(k, v)?;
         }
-        let mut f = self.inner.store.flavor_get(id.clone()).await?.ok_or_else(|| Error::flavor_not_found(id))?;
+        let mut f = self
+            .inner
+            .store
+            .flavor_get(id.clone())
+            .await?
+            .ok_or_else(|| Error::flavor_not_found(id))?;
         f.extra_specs.extend(specs);
         self.inner.store.flavor_update(f.clone()).await?;
         Ok(f.extra_specs)
     }
 
-    pub async fn flavor_extra_spec_delete(&self, ctx: &Context, id: &FlavorId, key: &str) -> Result<()> {
+    pub async fn flavor_extra_spec_delete(
+        &self,
+        ctx: &Context,
+        id: &FlavorId,
+        key: &str,
+    ) -> Result<()> {
         require_admin(ctx, "os_compute_api:os-flavor-extra-specs:delete")?;
-        let mut f = self.inner.store.flavor_get(id.clone()).await?.ok_or_else(|| Error::flavor_not_found(id))?;
+        let mut f = self
+            .inner
+            .store
+            .flavor_get(id.clone())
+            .await?
+            .ok_or_else(|| Error::flavor_not_found(id))?;
         if f.extra_specs.remove(key).is_none() {
-            return Err(Error::not_found(format!("Flavor {id} has no extra specs with key {key}.")));
+            return Err(Error::not_found(format!(
+                "Flavor {id} has no extra specs with key {key}."
+            )));
         }
         self.inner.store.flavor_update(f).await?;
         Ok(())
@@ -303,29 +374,61 @@ impl Control {
     pub async fn flavor_access_list(&self, ctx: &Context, id: &FlavorId) -> Result<Vec<ProjectId>> {
         let f = self.flavor_get(ctx, id).await?;
         if f.is_public {
-            return Err(Error::not_found("Access list not available for public flavors."));
+            return Err(Error::not_found(
+                "Access list not available for public flavors.",
+            ));
         }
         require_admin(ctx, "os_compute_api:os-flavor-access")?;
         self.inner.store.flavor_access_list(id.clone()).await
     }
 
-    pub async fn flavor_access_add(&self, ctx: &Context, id: &FlavorId, project: ProjectId) -> Result<Vec<ProjectId>> {
+    pub async fn flavor_access_add(
+        &self,
+        ctx: &Context,
+        id: &FlavorId,
+        project: ProjectId,
+    ) -> Result<Vec<ProjectId>> {
         require_admin(ctx, "os_compute_api:os-flavor-access:add_tenant_access")?;
-        let f = self.inner.store.flavor_get(id.clone()).await?.ok_or_else(|| Error::flavor_not_found(id))?;
+        let f = self
+            .inner
+            .store
+            .flavor_get(id.clone())
+            .await?
+            .ok_or_else(|| Error::flavor_not_found(id))?;
         if f.is_public {
-            return Err(Error::Conflict("Can not add access to a public flavor.".into()));
+            return Err(Error::Conflict(
+                "Can not add access to a public flavor.".into(),
+            ));
         }
-        self.inner.store.flavor_access_add(id.clone(), project).await.map_err(|e| match e {
-            Error::AlreadyExists(m) => Error::Conflict(m),
-            e => e,
-        })?;
+        self.inner
+            .store
+            .flavor_access_add(id.clone(), project)
+            .await
+            .map_err(|e| match e {
+                Error::AlreadyExists(m) => Error::Conflict(m),
+                e => e,
+            })?;
         self.inner.store.flavor_access_list(id.clone()).await
     }
 
-    pub async fn flavor_access_remove(&self, ctx: &Context, id: &FlavorId, project: ProjectId) -> Result<Vec<ProjectId>> {
+    pub async fn flavor_access_remove(
+        &self,
+        ctx: &Context,
+        id: &FlavorId,
+        project: ProjectId,
+    ) -> Result<Vec<ProjectId>> {
         require_admin(ctx, "os_compute_api:os-flavor-access:remove_tenant_access")?;
-        self.inner.store.flavor_get(id.clone()).await?.ok_or_else(|| Error::flavor_not_found(id))?;
-        if !self.inner.store.flavor_access_remove(id.clone(), project.clone()).await? {
+        self.inner
+            .store
+            .flavor_get(id.clone())
+            .await?
+            .ok_or_else(|| Error::flavor_not_found(id))?;
+        if !self
+            .inner
+            .store
+            .flavor_access_remove(id.clone(), project.clone())
+            .await?
+        {
             return Err(Error::not_found(format!(
                 "Flavor access not found for {id} / {project} combination."
             )));
@@ -340,7 +443,10 @@ impl Control {
         }
         for f in default_flavors() {
             let flavor = Flavor {
-                id: f.id.clone().unwrap_or_else(|| FlavorId(uuid::Uuid::new_v4().to_string())),
+                id: f
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| FlavorId(uuid::Uuid::new_v4().to_string())),
                 serial: 0,
                 name: f.name,
                 vcpus: f.vcpus,

@@ -35,7 +35,9 @@ fn require_admin(ctx: &Context, policy: &str) -> Result<()> {
     if ctx.is_admin() {
         Ok(())
     } else {
-        Err(Error::Forbidden(format!("Policy doesn't allow {policy} to be performed.")))
+        Err(Error::Forbidden(format!(
+            "Policy doesn't allow {policy} to be performed."
+        )))
     }
 }
 
@@ -62,7 +64,13 @@ impl Control {
     }
 
     async fn upsert_host(&self, info: &HostInfo, address: &str, o: &HostOptions) -> Result<Host> {
-        let existing = self.inner.store.hosts_list().await?.into_iter().find(|h| h.name == info.name);
+        let existing = self
+            .inner
+            .store
+            .hosts_list()
+            .await?
+            .into_iter()
+            .find(|h| h.name == info.name);
         let t = now();
         let host = Host {
             id: existing.as_ref().map(|h| h.id).unwrap_or_default(),
@@ -91,19 +99,44 @@ impl Control {
     }
 
     async fn adopt_instances(&self, host: &Host) -> Result<()> {
-        let known = match self.agent_call(host.id, AgentRequest::ListInstances).await? {
+        let known = match self
+            .agent_call(host.id, AgentRequest::ListInstances)
+            .await?
+        {
             AgentReply::Instances { instances } => instances,
             other => return Err(Error::internal(format!("unexpected agent reply {other:?}"))),
         };
-        let filter = nimbus_model::server::ServerFilter { host: Some(host.name.clone()), ..Default::default() };
-        let page = nimbus_model::server::ServerPage { limit: None, ..Default::default() };
+        let filter = nimbus_model::server::ServerFilter {
+            host: Some(host.name.clone()),
+            ..Default::default()
+        };
+        let page = nimbus_model::server::ServerPage {
+            limit: None,
+            ..Default::default()
+        };
         for s in self.inner.store.servers_list(filter, page).await? {
-            if s.deleted || s.vm_state == VmState::Building || known.iter().any(|(id, _)| *id == s.id) {
+            if s.deleted
+                || s.vm_state == VmState::Building
+                || known.iter().any(|(id, _)| *id == s.id)
+            {
                 continue;
             }
             let spec = self.instance_spec(&s).await?;
-            let power = if s.power_state == PowerState::NoState { PowerState::Shutdown } else { s.power_state };
-            if let Err(e) = self.agent_call(host.id, AgentRequest::Adopt { spec, power_state: power }).await {
+            let power = if s.power_state == PowerState::NoState {
+                PowerState::Shutdown
+            } else {
+                s.power_state
+            };
+            if let Err(e) = self
+                .agent_call(
+                    host.id,
+                    AgentRequest::Adopt {
+                        spec,
+                        power_state: power,
+                    },
+                )
+                .await
+            {
                 tracing::warn!(server = %s.id, error = %e, "could not hand server back to its host");
             }
         }
@@ -112,7 +145,12 @@ impl Control {
 
     /// Record a heartbeat from a host's agent.
     pub async fn host_heartbeat(&self, id: HostId) -> Result<()> {
-        let mut host = self.inner.store.host_get(id).await?.ok_or_else(|| Error::not_found(format!("host {id}")))?;
+        let mut host = self
+            .inner
+            .store
+            .host_get(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("host {id}")))?;
         host.last_heartbeat = Some(now());
         if !host.up {
             tracing::info!(host = %host.name, "compute host is up again");
@@ -130,11 +168,20 @@ impl Control {
     }
 
     /// Enable or disable scheduling to a host (os-services PUT).
-    pub async fn host_set_enabled(&self, ctx: &Context, id: HostId, enabled: bool, reason: Option<String>) -> Result<Host> {
+    pub async fn host_set_enabled(
+        &self,
+        ctx: &Context,
+        id: HostId,
+        enabled: bool,
+        reason: Option<String>,
+    ) -> Result<Host> {
         require_admin(ctx, "os_compute_api:os-services:update")?;
-        let mut host = self.inner.store.host_get(id).await?.ok_or_else(|| {
-            Error::not_found(format!("Service {id} could not be found."))
-        })?;
+        let mut host = self
+            .inner
+            .store
+            .host_get(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Service {id} could not be found.")))?;
         host.enabled = enabled;
         host.disabled_reason = if enabled { None } else { reason };
         host.updated_at = now();
@@ -161,7 +208,8 @@ impl Control {
     /// Mark remote hosts whose heartbeats stopped as down. The in-process host has no
     /// heartbeat to miss.
     pub(crate) async fn expire_hosts(&self) -> Result<()> {
-        let limit = chrono::Duration::from_std(self.inner.config.service_down_time).unwrap_or_default();
+        let limit =
+            chrono::Duration::from_std(self.inner.config.service_down_time).unwrap_or_default();
         for mut h in self.inner.store.hosts_list().await? {
             if h.address == "local" || !h.up {
                 continue;

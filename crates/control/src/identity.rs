@@ -89,7 +89,11 @@ pub(crate) struct TokenCache {
 
 impl TokenCache {
     fn get(&self, hash: &str) -> Option<TokenInfo> {
-        self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+            .cloned()
     }
 
     fn put(&self, hash: String, info: TokenInfo) {
@@ -102,7 +106,10 @@ impl TokenCache {
     }
 
     fn remove(&self, hash: &str) {
-        self.map.write().unwrap_or_else(|p| p.into_inner()).remove(hash);
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(hash);
     }
 
     pub(crate) fn clear(&self) {
@@ -129,9 +136,18 @@ pub struct Bootstrap {
 
 impl Control {
     fn argon2(&self) -> Result<argon2::Argon2<'static>> {
-        let params = argon2::Params::new(self.inner.config.argon2_m_kib, self.inner.config.argon2_t, 1, None)
-            .map_err(|e| Error::internal(format!("argon2 params: {e}")))?;
-        Ok(argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params))
+        let params = argon2::Params::new(
+            self.inner.config.argon2_m_kib,
+            self.inner.config.argon2_t,
+            1,
+            None,
+        )
+        .map_err(|e| Error::internal(format!("argon2 params: {e}")))?;
+        Ok(argon2::Argon2::new(
+            argon2::Algorithm::Argon2id,
+            argon2::Version::V0x13,
+            params,
+        ))
     }
 
     /// Hash a password (on the blocking pool: argon2 is deliberately slow).
@@ -153,8 +169,11 @@ impl Control {
         let password = password.to_owned();
         let phc = phc.to_owned();
         tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&phc).map_err(|e| Error::internal(format!("stored hash: {e}")))?;
-            Ok(argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+            let parsed = PasswordHash::new(&phc)
+                .map_err(|e| Error::internal(format!("stored hash: {e}")))?;
+            Ok(argon2::Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok())
         })
         .await
         .map_err(|e| Error::internal(format!("verify task: {e}")))?
@@ -164,7 +183,12 @@ impl Control {
         match r {
             UserRef::Id(id) => self.inner.store.user_get(id.clone()).await,
             UserRef::Name { name, domain } => match domain.resolve() {
-                Some(d) => self.inner.store.user_get_by_name(d.to_owned(), name.clone()).await,
+                Some(d) => {
+                    self.inner
+                        .store
+                        .user_get_by_name(d.to_owned(), name.clone())
+                        .await
+                }
                 None => Ok(None),
             },
         }
@@ -174,18 +198,37 @@ impl Control {
         match r {
             ProjectRef::Id(id) => self.inner.store.project_get(id.clone()).await,
             ProjectRef::Name { name, domain } => match domain.resolve() {
-                Some(d) => self.inner.store.project_get_by_name(d.to_owned(), name.clone()).await,
+                Some(d) => {
+                    self.inner
+                        .store
+                        .project_get_by_name(d.to_owned(), name.clone())
+                        .await
+                }
                 None => Ok(None),
             },
         }
     }
 
     /// Build and store a token for `user` scoped to `scope`.
-    async fn issue(&self, user: User, scope: Option<&ProjectRef>, methods: Vec<String>, audit_id: Option<String>) -> Result<IssuedToken> {
+    async fn issue(
+        &self,
+        user: User,
+        scope: Option<&ProjectRef>,
+        methods: Vec<String>,
+        audit_id: Option<String>,
+    ) -> Result<IssuedToken> {
         let (project, roles) = match scope {
             Some(p) => {
-                let project = self.find_project(p).await?.filter(|p| p.enabled).ok_or_else(unauthorized)?;
-                let roles = self.inner.store.roles_for(user.id.clone(), project.id.clone()).await?;
+                let project = self
+                    .find_project(p)
+                    .await?
+                    .filter(|p| p.enabled)
+                    .ok_or_else(unauthorized)?;
+                let roles = self
+                    .inner
+                    .store
+                    .roles_for(user.id.clone(), project.id.clone())
+                    .await?;
                 if roles.is_empty() {
                     return Err(unauthorized());
                 }
@@ -197,7 +240,8 @@ impl Control {
         rand::thread_rng().fill_bytes(&mut raw);
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let issued_at = now();
-        let ttl = chrono::Duration::from_std(self.inner.config.token_ttl).unwrap_or(chrono::Duration::hours(1));
+        let ttl = chrono::Duration::from_std(self.inner.config.token_ttl)
+            .unwrap_or(chrono::Duration::hours(1));
         let audit = audit_id.unwrap_or_else(|| {
             let mut a = [0u8; 16];
             rand::thread_rng().fill_bytes(&mut a);
@@ -231,18 +275,43 @@ impl Control {
     }
 
     /// Keystone `password` method.
-    pub async fn authenticate_password(&self, user: &UserRef, password: &str, scope: Option<&ProjectRef>) -> Result<IssuedToken> {
+    pub async fn authenticate_password(
+        &self,
+        user: &UserRef,
+        password: &str,
+        scope: Option<&ProjectRef>,
+    ) -> Result<IssuedToken> {
         let Some(u) = self.find_user(user).await?.filter(|u| u.enabled) else {
             return Err(unauthorized());
         };
         if !self.verify_password(password, &u.password_hash).await? {
             return Err(unauthorized());
         }
+        // Keystone: without an explicit scope, a user with a default project they hold a role
+        // on gets a token scoped to it; otherwise the token is unscoped.
+        let default_scope = match (scope, &u.default_project_id) {
+            (None, Some(p))
+                if !self
+                    .inner
+                    .store
+                    .roles_for(u.id.clone(), p.clone())
+                    .await?
+                    .is_empty() =>
+            {
+                Some(ProjectRef::Id(p.clone()))
+            }
+            _ => None,
+        };
+        let scope = scope.or(default_scope.as_ref());
         self.issue(u, scope, vec!["password".into()], None).await
     }
 
     /// Keystone `token` method: a new token from a valid one, possibly rescoped.
-    pub async fn authenticate_token(&self, secret: &str, scope: Option<&ProjectRef>) -> Result<IssuedToken> {
+    pub async fn authenticate_token(
+        &self,
+        secret: &str,
+        scope: Option<&ProjectRef>,
+    ) -> Result<IssuedToken> {
         let old = self.validate_token(secret).await?;
         let scope = match scope {
             Some(s) => Some(s.clone()),
@@ -252,7 +321,8 @@ impl Control {
         if !methods.iter().any(|m| m == "token") {
             methods.push("token".into());
         }
-        self.issue(old.user, scope.as_ref(), methods, Some(old.audit_id)).await
+        self.issue(old.user, scope.as_ref(), methods, Some(old.audit_id))
+            .await
     }
 
     /// Resolve a token, or 401.
@@ -266,13 +336,31 @@ impl Control {
             self.inner.tokens.remove(&hash);
             return Err(unauthorized());
         }
-        let token = self.inner.store.token_get(hash.clone()).await?.ok_or_else(unauthorized)?;
+        let token = self
+            .inner
+            .store
+            .token_get(hash.clone())
+            .await?
+            .ok_or_else(unauthorized)?;
         if token.expires_at <= t {
             return Err(unauthorized());
         }
-        let user = self.inner.store.user_get(token.user_id.clone()).await?.filter(|u| u.enabled).ok_or_else(unauthorized)?;
+        let user = self
+            .inner
+            .store
+            .user_get(token.user_id.clone())
+            .await?
+            .filter(|u| u.enabled)
+            .ok_or_else(unauthorized)?;
         let project = match &token.project_id {
-            Some(p) => Some(self.inner.store.project_get(p.clone()).await?.filter(|p| p.enabled).ok_or_else(unauthorized)?),
+            Some(p) => Some(
+                self.inner
+                    .store
+                    .project_get(p.clone())
+                    .await?
+                    .filter(|p| p.enabled)
+                    .ok_or_else(unauthorized)?,
+            ),
             None => None,
         };
         let info = TokenInfo {
@@ -301,20 +389,34 @@ impl Control {
     /// Create the roles, the admin project and user on first start. Idempotent: on later
     /// starts it finds them and changes nothing (the admin password is only set when the
     /// user is created, or when `reset_password` is given).
-    pub async fn bootstrap(&self, admin_password: Option<&str>, reset_password: bool) -> Result<Bootstrap> {
+    pub async fn bootstrap(
+        &self,
+        admin_password: Option<&str>,
+        reset_password: bool,
+    ) -> Result<Bootstrap> {
         let store = &self.inner.store;
         let mut admin_role = None;
         for name in [ROLE_ADMIN, ROLE_MEMBER, ROLE_READER] {
             let role = match store.role_get_by_name(name.into()).await? {
                 Some(r) => r,
-                None => store.role_create(Role { id: RoleId(keystone_id()), name: name.into() }).await?,
+                None => {
+                    store
+                        .role_create(Role {
+                            id: RoleId(keystone_id()),
+                            name: name.into(),
+                        })
+                        .await?
+                }
             };
             if name == ROLE_ADMIN {
                 admin_role = Some(role);
             }
         }
         let admin_role = admin_role.ok_or_else(|| Error::internal("admin role missing"))?;
-        let project = match store.project_get_by_name(DEFAULT_DOMAIN_ID.into(), "admin".into()).await? {
+        let project = match store
+            .project_get_by_name(DEFAULT_DOMAIN_ID.into(), "admin".into())
+            .await?
+        {
             Some(p) => p,
             None => {
                 store
@@ -329,10 +431,15 @@ impl Control {
             }
         };
         let mut generated = None;
-        let user = match store.user_get_by_name(DEFAULT_DOMAIN_ID.into(), "admin".into()).await? {
+        let user = match store
+            .user_get_by_name(DEFAULT_DOMAIN_ID.into(), "admin".into())
+            .await?
+        {
             Some(mut u) => {
                 if reset_password {
-                    let pw = admin_password.map(str::to_owned).unwrap_or_else(crate::servers::generate_password);
+                    let pw = admin_password
+                        .map(str::to_owned)
+                        .unwrap_or_else(crate::servers::generate_password);
                     u.password_hash = self.hash_password(&pw).await?;
                     store.user_update(u.clone()).await?;
                     if admin_password.is_none() {
@@ -365,10 +472,18 @@ impl Control {
             }
         };
         store
-            .assignment_add(RoleAssignment { user_id: user.id.clone(), project_id: project.id.clone(), role_id: admin_role.id })
+            .assignment_add(RoleAssignment {
+                user_id: user.id.clone(),
+                project_id: project.id.clone(),
+                role_id: admin_role.id,
+            })
             .await?;
         self.inner.tokens.clear();
-        Ok(Bootstrap { admin_user: user, admin_project: project, generated_password: generated })
+        Ok(Bootstrap {
+            admin_user: user,
+            admin_project: project,
+            generated_password: generated,
+        })
     }
 
     // ---- admin CRUD (Keystone v3 projects, users, roles, assignments) ----
@@ -377,14 +492,24 @@ impl Control {
         if ctx.is_admin() {
             Ok(())
         } else {
-            Err(Error::Forbidden(format!("You are not authorized to perform the requested action: {what}.")))
+            Err(Error::Forbidden(format!(
+                "You are not authorized to perform the requested action: {what}."
+            )))
         }
     }
 
-    pub async fn project_create(&self, ctx: &Context, name: &str, description: &str, enabled: bool) -> Result<Project> {
+    pub async fn project_create(
+        &self,
+        ctx: &Context,
+        name: &str,
+        description: &str,
+        enabled: bool,
+    ) -> Result<Project> {
         Self::identity_admin(ctx, "identity:create_project")?;
         if name.is_empty() || name.len() > 64 {
-            return Err(Error::invalid("Invalid input for field 'name': must be 1-64 characters."));
+            return Err(Error::invalid(
+                "Invalid input for field 'name': must be 1-64 characters.",
+            ));
         }
         self.inner
             .store
@@ -416,7 +541,14 @@ impl Control {
             .filter(|a| a.user_id == ctx.user_id)
             .map(|a| a.project_id)
             .collect();
-        Ok(self.inner.store.projects_list().await?.into_iter().filter(|p| mine.contains(&p.id)).collect())
+        Ok(self
+            .inner
+            .store
+            .projects_list()
+            .await?
+            .into_iter()
+            .filter(|p| mine.contains(&p.id))
+            .collect())
     }
 
     pub async fn project_get(&self, ctx: &Context, id: &ProjectId) -> Result<Project> {
@@ -427,12 +559,22 @@ impl Control {
             .await?
             .ok_or_else(|| Error::not_found(format!("Could not find project: {id}.")))?;
         if !ctx.is_admin() && p.id != ctx.project_id {
-            return Err(Error::Forbidden("You are not authorized to perform the requested action: identity:get_project.".into()));
+            return Err(Error::Forbidden(
+                "You are not authorized to perform the requested action: identity:get_project."
+                    .into(),
+            ));
         }
         Ok(p)
     }
 
-    pub async fn project_update(&self, ctx: &Context, id: &ProjectId, name: Option<String>, description: Option<String>, enabled: Option<bool>) -> Result<Project> {
+    pub async fn project_update(
+        &self,
+        ctx: &Context,
+        id: &ProjectId,
+        name: Option<String>,
+        description: Option<String>,
+        enabled: Option<bool>,
+    ) -> Result<Project> {
         Self::identity_admin(ctx, "identity:update_project")?;
         let mut p = self.project_get(ctx, id).await?;
         if let Some(n) = name {
@@ -458,10 +600,20 @@ impl Control {
         Ok(())
     }
 
-    pub async fn user_create(&self, ctx: &Context, name: &str, password: Option<&str>, default_project: Option<ProjectId>, enabled: bool, email: Option<String>) -> Result<User> {
+    pub async fn user_create(
+        &self,
+        ctx: &Context,
+        name: &str,
+        password: Option<&str>,
+        default_project: Option<ProjectId>,
+        enabled: bool,
+        email: Option<String>,
+    ) -> Result<User> {
         Self::identity_admin(ctx, "identity:create_user")?;
         if name.is_empty() || name.len() > 255 {
-            return Err(Error::invalid("Invalid input for field 'name': must be 1-255 characters."));
+            return Err(Error::invalid(
+                "Invalid input for field 'name': must be 1-255 characters.",
+            ));
         }
         let hash = match password {
             Some(p) => self.hash_password(p).await?,
@@ -493,12 +645,26 @@ impl Control {
 
     pub async fn user_get(&self, ctx: &Context, id: &UserId) -> Result<User> {
         if !ctx.is_admin() && *id != ctx.user_id {
-            return Err(Error::Forbidden("You are not authorized to perform the requested action: identity:get_user.".into()));
+            return Err(Error::Forbidden(
+                "You are not authorized to perform the requested action: identity:get_user.".into(),
+            ));
         }
-        self.inner.store.user_get(id.clone()).await?.ok_or_else(|| Error::not_found(format!("Could not find user: {id}.")))
+        self.inner
+            .store
+            .user_get(id.clone())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Could not find user: {id}.")))
     }
 
-    pub async fn user_update(&self, ctx: &Context, id: &UserId, name: Option<String>, password: Option<String>, enabled: Option<bool>, default_project: Option<Option<ProjectId>>) -> Result<User> {
+    pub async fn user_update(
+        &self,
+        ctx: &Context,
+        id: &UserId,
+        name: Option<String>,
+        password: Option<String>,
+        enabled: Option<bool>,
+        default_project: Option<Option<ProjectId>>,
+    ) -> Result<User> {
         Self::identity_admin(ctx, "identity:update_user")?;
         let mut u = self.user_get(ctx, id).await?;
         if let Some(n) = name {
@@ -532,36 +698,80 @@ impl Control {
     }
 
     pub async fn role_get(&self, id: &RoleId) -> Result<Role> {
-        self.inner.store.role_get(id.clone()).await?.ok_or_else(|| Error::not_found(format!("Could not find role: {id}.")))
+        self.inner
+            .store
+            .role_get(id.clone())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Could not find role: {id}.")))
     }
 
     /// Grant (`grant = true`) or revoke a role on a project.
-    pub async fn role_assignment(&self, ctx: &Context, project: &ProjectId, user: &UserId, role: &RoleId, grant: bool) -> Result<()> {
+    pub async fn role_assignment(
+        &self,
+        ctx: &Context,
+        project: &ProjectId,
+        user: &UserId,
+        role: &RoleId,
+        grant: bool,
+    ) -> Result<()> {
         Self::identity_admin(ctx, "identity:create_grant")?;
-        self.inner.store.project_get(project.clone()).await?.ok_or_else(|| Error::not_found(format!("Could not find project: {project}.")))?;
-        self.inner.store.user_get(user.clone()).await?.ok_or_else(|| Error::not_found(format!("Could not find user: {user}.")))?;
+        self.inner
+            .store
+            .project_get(project.clone())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Could not find project: {project}.")))?;
+        self.inner
+            .store
+            .user_get(user.clone())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Could not find user: {user}.")))?;
         self.role_get(role).await?;
-        let a = RoleAssignment { user_id: user.clone(), project_id: project.clone(), role_id: role.clone() };
+        let a = RoleAssignment {
+            user_id: user.clone(),
+            project_id: project.clone(),
+            role_id: role.clone(),
+        };
         if grant {
             self.inner.store.assignment_add(a).await?;
         } else if !self.inner.store.assignment_remove(a).await? {
-            return Err(Error::not_found(format!("Could not find role assignment with role: {role}, user or group: {user}, project, domain, or system: {project}.")));
+            return Err(Error::not_found(format!(
+                "Could not find role assignment with role: {role}, user or group: {user}, project, domain, or system: {project}."
+            )));
         }
         self.inner.tokens.clear();
         Ok(())
     }
 
     /// Is `role` granted to `user` on `project`?
-    pub async fn role_check(&self, ctx: &Context, project: &ProjectId, user: &UserId, role: &RoleId) -> Result<bool> {
+    pub async fn role_check(
+        &self,
+        ctx: &Context,
+        project: &ProjectId,
+        user: &UserId,
+        role: &RoleId,
+    ) -> Result<bool> {
         Self::identity_admin(ctx, "identity:check_grant")?;
-        Ok(self.inner.store.roles_for(user.clone(), project.clone()).await?.iter().any(|r| &r.id == role))
+        Ok(self
+            .inner
+            .store
+            .roles_for(user.clone(), project.clone())
+            .await?
+            .iter()
+            .any(|r| &r.id == role))
     }
 
     pub async fn role_assignments_list(&self, ctx: &Context) -> Result<Vec<RoleAssignment>> {
         if ctx.is_admin() {
             return self.inner.store.assignments_list().await;
         }
-        Ok(self.inner.store.assignments_list().await?.into_iter().filter(|a| a.user_id == ctx.user_id).collect())
+        Ok(self
+            .inner
+            .store
+            .assignments_list()
+            .await?
+            .into_iter()
+            .filter(|a| a.user_id == ctx.user_id)
+            .collect())
     }
 
     /// Projects a user may scope to (Keystone `/v3/auth/projects`, `/v3/users/{id}/projects`).
@@ -575,7 +785,14 @@ impl Control {
             .filter(|a| &a.user_id == user)
             .map(|a| a.project_id)
             .collect();
-        Ok(self.inner.store.projects_list().await?.into_iter().filter(|p| ids.contains(&p.id)).collect())
+        Ok(self
+            .inner
+            .store
+            .projects_list()
+            .await?
+            .into_iter()
+            .filter(|p| ids.contains(&p.id))
+            .collect())
     }
 
     pub(crate) async fn purge_tokens(&self) -> Result<u64> {

@@ -20,20 +20,52 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
 /// Disk and container formats Glance accepts by default.
-pub const DISK_FORMATS: &[&str] =
-    &["ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop"];
-pub const CONTAINER_FORMATS: &[&str] = &["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"];
+pub const DISK_FORMATS: &[&str] = &[
+    "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
+];
+pub const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
 
 /// Attributes a client may never set (Glance answers 403 for them).
 pub const READ_ONLY: &[&str] = &[
-    "id", "status", "checksum", "size", "virtual_size", "created_at", "updated_at", "file", "schema",
-    "self", "direct_url", "locations", "os_hash_algo", "os_hash_value", "stores", "deleted",
+    "id",
+    "status",
+    "checksum",
+    "size",
+    "virtual_size",
+    "created_at",
+    "updated_at",
+    "file",
+    "schema",
+    "self",
+    "direct_url",
+    "locations",
+    "os_hash_algo",
+    "os_hash_value",
+    "stores",
+    "deleted",
     "deleted_at",
 ];
 /// Core attributes with their own validation.
 pub const CORE: &[&str] = &[
-    "name", "visibility", "protected", "disk_format", "container_format", "min_disk", "min_ram",
-    "tags", "owner", "os_hidden",
+    "name",
+    "visibility",
+    "protected",
+    "disk_format",
+    "container_format",
+    "min_disk",
+    "min_ram",
+    "tags",
+    "owner",
+    "os_hidden",
 ];
 
 /// The blob store.
@@ -87,7 +119,11 @@ pub struct ImageCreate {
 #[derive(Clone, Debug)]
 pub enum ImageChange {
     /// add or replace `/attr`.
-    Set { attr: String, value: serde_json::Value, replace: bool },
+    Set {
+        attr: String,
+        value: serde_json::Value,
+        replace: bool,
+    },
     /// remove `/attr`.
     Remove { attr: String },
 }
@@ -123,15 +159,26 @@ async fn hash_into(
     let mut md5 = Md5::new();
     let mut size = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::invalid(format!("Error reading the image data: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| Error::invalid(format!("Error reading the image data: {e}")))?;
         sha.update(&chunk);
         md5.update(&chunk);
         size += chunk.len() as u64;
-        file.write_all(&chunk).await.map_err(|e| Error::internal(format!("write image data: {e}")))?;
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| Error::internal(format!("write image data: {e}")))?;
     }
-    file.flush().await.map_err(|e| Error::internal(format!("flush image data: {e}")))?;
-    file.sync_all().await.map_err(|e| Error::internal(format!("sync image data: {e}")))?;
-    Ok(BlobInfo { sha512: hex::encode(sha.finalize()), md5: hex::encode(md5.finalize()), size })
+    file.flush()
+        .await
+        .map_err(|e| Error::internal(format!("flush image data: {e}")))?;
+    file.sync_all()
+        .await
+        .map_err(|e| Error::internal(format!("sync image data: {e}")))?;
+    Ok(BlobInfo {
+        sha512: hex::encode(sha.finalize()),
+        md5: hex::encode(md5.finalize()),
+        size,
+    })
 }
 
 impl Control {
@@ -147,7 +194,12 @@ impl Control {
     }
 
     pub async fn image_get(&self, ctx: &Context, id: ImageId) -> Result<Image> {
-        let img = self.inner.store.image_get(id).await?.ok_or_else(|| Error::image_not_found(id))?;
+        let img = self
+            .inner
+            .store
+            .image_get(id)
+            .await?
+            .ok_or_else(|| Error::image_not_found(id))?;
         if !Self::image_visible(ctx, &img) {
             return Err(Error::image_not_found(id));
         }
@@ -160,14 +212,31 @@ impl Control {
     }
 
     pub async fn images_list(&self, ctx: &Context, q: ImageListQuery) -> Result<Vec<Image>> {
-        let viewer = if ctx.is_admin() { None } else { Some(ctx.project_id.clone()) };
+        let viewer = if ctx.is_admin() {
+            None
+        } else {
+            Some(ctx.project_id.clone())
+        };
         let mut images = self.inner.store.images_list(q.filter, viewer).await?;
-        let sort = if q.sort.is_empty() { vec![("created_at".to_owned(), true)] } else { q.sort };
+        let sort = if q.sort.is_empty() {
+            vec![("created_at".to_owned(), true)]
+        } else {
+            q.sort
+        };
         for (key, _) in &sort {
             if !matches!(
                 key.as_str(),
-                "created_at" | "updated_at" | "name" | "id" | "status" | "size" | "disk_format"
-                    | "container_format" | "visibility" | "min_disk" | "min_ram"
+                "created_at"
+                    | "updated_at"
+                    | "name"
+                    | "id"
+                    | "status"
+                    | "size"
+                    | "disk_format"
+                    | "container_format"
+                    | "visibility"
+                    | "min_disk"
+                    | "min_ram"
             ) {
                 return Err(Error::invalid(format!("Invalid sort key: {key}.")));
             }
@@ -195,10 +264,11 @@ impl Control {
             b.serial.cmp(&a.serial)
         });
         if let Some(marker) = q.marker {
-            let pos = images
-                .iter()
-                .position(|i| i.id == marker)
-                .ok_or_else(|| Error::invalid(format!("Invalid marker. Image {marker} could not be found.")))?;
+            let pos = images.iter().position(|i| i.id == marker).ok_or_else(|| {
+                Error::invalid(format!(
+                    "Invalid marker. Image {marker} could not be found."
+                ))
+            })?;
             images.drain(..=pos);
         }
         if let Some(limit) = q.limit {
@@ -209,7 +279,9 @@ impl Control {
 
     pub async fn image_create(&self, ctx: &Context, req: ImageCreate) -> Result<Image> {
         if !ctx.can_write() {
-            return Err(Error::Forbidden("You are not authorized to complete add_image action.".into()));
+            return Err(Error::Forbidden(
+                "You are not authorized to complete add_image action.".into(),
+            ));
         }
         if let Some(f) = &req.disk_format {
             check_format("disk_format", f, DISK_FORMATS)?;
@@ -218,17 +290,24 @@ impl Control {
             check_format("container_format", f, CONTAINER_FORMATS)?;
         }
         if let Some(n) = &req.name
-            && n.chars().count() > 255 {
-                return Err(Error::invalid("Invalid value for name: must be at most 255 characters"));
-            }
+            && n.chars().count() > 255
+        {
+            return Err(Error::invalid(
+                "Invalid value for name: must be at most 255 characters",
+            ));
+        }
         let visibility = req.visibility.unwrap_or(Visibility::Shared);
         if visibility == Visibility::Public && !ctx.is_admin() {
-            return Err(Error::Forbidden("You are not authorized to complete publicize_image action.".into()));
+            return Err(Error::Forbidden(
+                "You are not authorized to complete publicize_image action.".into(),
+            ));
         }
         let owner = match req.owner {
             Some(o) if ctx.is_admin() => Some(o),
             Some(o) if o != ctx.project_id => {
-                return Err(Error::Forbidden("You are not permitted to create images owned by another project.".into()))
+                return Err(Error::Forbidden(
+                    "You are not permitted to create images owned by another project.".into(),
+                ));
             }
             _ => Some(ctx.project_id.clone()),
         };
@@ -262,10 +341,14 @@ impl Control {
             deleted_at: None,
             generation: 1,
         };
-        self.inner.store.image_create(image).await.map_err(|e| match e {
-            Error::AlreadyExists(m) => Error::Conflict(m),
-            e => e,
-        })
+        self.inner
+            .store
+            .image_create(image)
+            .await
+            .map_err(|e| match e {
+                Error::AlreadyExists(m) => Error::Conflict(m),
+                e => e,
+            })
     }
 
     /// Guarded read-modify-write of an image record.
@@ -274,14 +357,21 @@ impl Control {
         F: FnMut(&mut Image) -> Result<()>,
     {
         for _ in 0..100 {
-            let mut img = self.inner.store.image_get(id).await?.ok_or_else(|| Error::image_not_found(id))?;
+            let mut img = self
+                .inner
+                .store
+                .image_get(id)
+                .await?
+                .ok_or_else(|| Error::image_not_found(id))?;
             f(&mut img)?;
             img.updated_at = now();
             if let Some(stored) = self.inner.store.image_update(img).await? {
                 return Ok(stored);
             }
         }
-        Err(Error::internal(format!("image {id}: too many concurrent writers")))
+        Err(Error::internal(format!(
+            "image {id}: too many concurrent writers"
+        )))
     }
 
     /// Stream the image's bytes in (Glance `PUT /file`).
@@ -293,10 +383,14 @@ impl Control {
     ) -> Result<Image> {
         let img = self.image_get(ctx, id).await?;
         if !Self::image_owned(ctx, &img) {
-            return Err(Error::Forbidden("You are not authorized to complete upload_image action.".into()));
+            return Err(Error::Forbidden(
+                "You are not authorized to complete upload_image action.".into(),
+            ));
         }
         if img.disk_format.is_none() || img.container_format.is_none() {
-            return Err(Error::invalid("Properties disk_format, container_format must be set prior to saving data."));
+            return Err(Error::invalid(
+                "Properties disk_format, container_format must be set prior to saving data.",
+            ));
         }
         // queued → saving, or refuse.
         self.mutate_image(id, |i| {
@@ -362,7 +456,12 @@ impl Control {
     }
 
     /// Import a file produced by an agent (snapshot) as the image's data.
-    pub(crate) async fn image_import_file(&self, id: ImageId, path: &Path, disk_format: &str) -> Result<Image> {
+    pub(crate) async fn image_import_file(
+        &self,
+        id: ImageId,
+        path: &Path,
+        disk_format: &str,
+    ) -> Result<Image> {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| Error::internal(format!("open snapshot {}: {e}", path.display())))?;
@@ -382,9 +481,17 @@ impl Control {
     }
 
     /// Stream the bytes out. `None` when the image has no data (Glance answers 204).
-    pub async fn image_download(&self, ctx: &Context, id: ImageId) -> Result<(Image, Option<tokio::fs::File>)> {
+    pub async fn image_download(
+        &self,
+        ctx: &Context,
+        id: ImageId,
+    ) -> Result<(Image, Option<tokio::fs::File>)> {
         let img = self.image_get(ctx, id).await?;
-        let Some(hash) = img.os_hash_value.clone().filter(|_| img.status == ImageStatus::Active) else {
+        let Some(hash) = img
+            .os_hash_value
+            .clone()
+            .filter(|_| img.status == ImageStatus::Active)
+        else {
             return Ok((img, None));
         };
         let path = self.inner.blobs.path(&hash);
@@ -400,17 +507,26 @@ impl Control {
     }
 
     /// Apply Glance PATCH changes.
-    pub async fn image_update(&self, ctx: &Context, id: ImageId, changes: Vec<ImageChange>) -> Result<Image> {
+    pub async fn image_update(
+        &self,
+        ctx: &Context,
+        id: ImageId,
+        changes: Vec<ImageChange>,
+    ) -> Result<Image> {
         let img = self.image_get(ctx, id).await?;
         if !Self::image_owned(ctx, &img) {
-            return Err(Error::Forbidden("You are not authorized to complete modify_image action.".into()));
+            return Err(Error::Forbidden(
+                "You are not authorized to complete modify_image action.".into(),
+            ));
         }
         for c in &changes {
             let attr = match c {
                 ImageChange::Set { attr, .. } | ImageChange::Remove { attr } => attr,
             };
             if READ_ONLY.contains(&attr.as_str()) {
-                return Err(Error::Forbidden(format!("Attribute '{attr}' is read-only.")));
+                return Err(Error::Forbidden(format!(
+                    "Attribute '{attr}' is read-only."
+                )));
             }
         }
         self.mutate_image(id, |i| {
@@ -425,10 +541,14 @@ impl Control {
     pub async fn image_delete(&self, ctx: &Context, id: ImageId) -> Result<()> {
         let img = self.image_get(ctx, id).await?;
         if !Self::image_owned(ctx, &img) {
-            return Err(Error::Forbidden("You are not authorized to complete delete_image action.".into()));
+            return Err(Error::Forbidden(
+                "You are not authorized to complete delete_image action.".into(),
+            ));
         }
         if img.protected {
-            return Err(Error::Forbidden(format!("Image {id} is protected and cannot be deleted.")));
+            return Err(Error::Forbidden(format!(
+                "Image {id} is protected and cannot be deleted."
+            )));
         }
         let gone = self
             .mutate_image(id, |i| {
@@ -495,12 +615,18 @@ impl Control {
             protected: false,
             owner: Some(server.project_id.clone()),
             disk_format: base.as_ref().and_then(|b| b.disk_format.clone()),
-            container_format: base.as_ref().and_then(|b| b.container_format.clone()).or(Some("bare".into())),
+            container_format: base
+                .as_ref()
+                .and_then(|b| b.container_format.clone())
+                .or(Some("bare".into())),
             size: None,
             virtual_size: None,
             checksum: None,
             os_hash_value: None,
-            min_disk: server.flavor.disk_gb.max(base.as_ref().map(|b| b.min_disk).unwrap_or(0)),
+            min_disk: server
+                .flavor
+                .disk_gb
+                .max(base.as_ref().map(|b| b.min_disk).unwrap_or(0)),
             min_ram: base.as_ref().map(|b| b.min_ram).unwrap_or(0),
             tags: Vec::new(),
             properties,
@@ -527,7 +653,9 @@ impl Control {
 }
 
 /// Read a file as a stream of chunks.
-fn tokio_util_stream(file: tokio::fs::File) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Unpin {
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Unpin {
     use tokio::io::AsyncReadExt;
     Box::pin(futures::stream::unfold(Some(file), |state| async move {
         let mut file = state?;
@@ -544,17 +672,29 @@ fn tokio_util_stream(file: tokio::fs::File) -> impl Stream<Item = std::io::Resul
 }
 
 fn as_u64(attr: &str, v: &serde_json::Value) -> Result<u64> {
-    v.as_u64().ok_or_else(|| Error::invalid(format!("Invalid value for {attr}: must be a non-negative integer")))
+    v.as_u64().ok_or_else(|| {
+        Error::invalid(format!(
+            "Invalid value for {attr}: must be a non-negative integer"
+        ))
+    })
 }
 
 fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
     match c {
-        ImageChange::Set { attr, value, replace } => match attr.as_str() {
+        ImageChange::Set {
+            attr,
+            value,
+            replace,
+        } => match attr.as_str() {
             "name" => {
                 i.name = match value {
                     serde_json::Value::Null => None,
                     serde_json::Value::String(s) if s.chars().count() <= 255 => Some(s.clone()),
-                    _ => return Err(Error::invalid("Invalid value for name: must be a string of at most 255 characters")),
+                    _ => {
+                        return Err(Error::invalid(
+                            "Invalid value for name: must be a string of at most 255 characters",
+                        ));
+                    }
                 }
             }
             "visibility" => {
@@ -562,18 +702,26 @@ fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
                     Error::invalid("Invalid value for visibility: must be one of public, private, shared, community")
                 })?;
                 if v == Visibility::Public && !ctx.is_admin() {
-                    return Err(Error::Forbidden("You are not authorized to complete publicize_image action.".into()));
+                    return Err(Error::Forbidden(
+                        "You are not authorized to complete publicize_image action.".into(),
+                    ));
                 }
                 i.visibility = v;
             }
             "protected" => {
-                i.protected = value.as_bool().ok_or_else(|| Error::invalid("Invalid value for protected: must be a boolean"))?
+                i.protected = value.as_bool().ok_or_else(|| {
+                    Error::invalid("Invalid value for protected: must be a boolean")
+                })?
             }
             "disk_format" | "container_format" => {
                 if i.status != ImageStatus::Queued {
-                    return Err(Error::Forbidden(format!("Attribute {attr} can be only replaced for a queued image.")));
+                    return Err(Error::Forbidden(format!(
+                        "Attribute {attr} can be only replaced for a queued image."
+                    )));
                 }
-                let s = value.as_str().ok_or_else(|| Error::invalid(format!("Invalid value for {attr}")))?;
+                let s = value
+                    .as_str()
+                    .ok_or_else(|| Error::invalid(format!("Invalid value for {attr}")))?;
                 if attr == "disk_format" {
                     check_format(attr, s, DISK_FORMATS)?;
                     i.disk_format = Some(s.to_owned());
@@ -587,8 +735,14 @@ fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
             "tags" => {
                 let tags = value
                     .as_array()
-                    .and_then(|a| a.iter().map(|t| t.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>())
-                    .ok_or_else(|| Error::invalid("Invalid value for tags: must be a list of strings"))?;
+                    .and_then(|a| {
+                        a.iter()
+                            .map(|t| t.as_str().map(str::to_owned))
+                            .collect::<Option<Vec<_>>>()
+                    })
+                    .ok_or_else(|| {
+                        Error::invalid("Invalid value for tags: must be a list of strings")
+                    })?;
                 i.tags = tags;
             }
             "owner" => {
@@ -604,16 +758,21 @@ fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
                 if *replace && !i.properties.contains_key(prop) {
                     return Err(Error::Conflict(format!("Property {prop} does not exist.")));
                 }
-                let ok = value.is_string() || value.is_null() || value.is_boolean() || value.is_number();
+                let ok =
+                    value.is_string() || value.is_null() || value.is_boolean() || value.is_number();
                 if !ok {
-                    return Err(Error::invalid(format!("Invalid value for {prop}: must be a string")));
+                    return Err(Error::invalid(format!(
+                        "Invalid value for {prop}: must be a string"
+                    )));
                 }
                 i.properties.insert(prop.to_owned(), value.clone());
             }
         },
         ImageChange::Remove { attr } => {
             if CORE.contains(&attr.as_str()) {
-                return Err(Error::Forbidden(format!("Properties {attr} cannot be removed.")));
+                return Err(Error::Forbidden(format!(
+                    "Properties {attr} cannot be removed."
+                )));
             }
             if i.properties.remove(attr).is_none() {
                 return Err(Error::Conflict(format!("Property {attr} does not exist.")));
@@ -632,11 +791,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nimbus-hash-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let tmp = dir.join("x");
-        let chunks = vec![Ok(Bytes::from_static(b"hello ")), Ok(Bytes::from_static(b"world"))];
-        let info = hash_into(&tmp, futures::stream::iter(chunks)).await.unwrap();
+        let chunks = vec![
+            Ok(Bytes::from_static(b"hello ")),
+            Ok(Bytes::from_static(b"world")),
+        ];
+        let info = hash_into(&tmp, futures::stream::iter(chunks))
+            .await
+            .unwrap();
         assert_eq!(info.size, 11);
         assert_eq!(info.md5, "5eb63bbbe01eeed093cb22bb8f5acdc3");
-        assert!(info.sha512.starts_with("309ecc489c12d6eb4cc40f50c902f2b4d0ed77ee511a7c7a9bcd3ca86d4cd86f"));
+        assert!(
+            info.sha512
+                .starts_with("309ecc489c12d6eb4cc40f50c902f2b4d0ed77ee511a7c7a9bcd3ca86d4cd86f")
+        );
         assert_eq!(std::fs::read(&tmp).unwrap(), b"hello world");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -25,7 +25,11 @@ const SSH_TYPES: &[&str] = &[
 ];
 
 fn colon_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Parse an OpenSSH public key line and return Nova's fingerprint (MD5 of the key blob).
@@ -37,7 +41,9 @@ pub fn ssh_fingerprint(public_key: &str) -> Result<String> {
     if !SSH_TYPES.contains(&kind) {
         return Err(bad());
     }
-    let blob = base64::engine::general_purpose::STANDARD.decode(blob_b64).map_err(|_| bad())?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(blob_b64)
+        .map_err(|_| bad())?;
     // The blob starts with the length-prefixed key type, which must match the line's.
     if blob.len() < 4 {
         return Err(bad());
@@ -61,7 +67,9 @@ pub fn x509_fingerprint(pem: &str) -> Result<String> {
     if body.is_empty() {
         return Err(bad());
     }
-    let der = base64::engine::general_purpose::STANDARD.decode(body.trim()).map_err(|_| bad())?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .map_err(|_| bad())?;
     Ok(colon_hex(&sha1::Sha1::digest(&der)))
 }
 
@@ -71,7 +79,9 @@ pub fn validate_keypair_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.chars().count() <= 255
         && name.trim() == name
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ' ' | '_' | '-' | '@'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ' ' | '_' | '-' | '@'));
     if ok {
         Ok(())
     } else {
@@ -86,7 +96,8 @@ impl Control {
     fn keypair_owner(ctx: &Context, user: Option<UserId>) -> Result<UserId> {
         match user {
             Some(u) if u != ctx.user_id && !ctx.is_admin() => Err(Error::Forbidden(
-                "Policy doesn't allow os_compute_api:os-keypairs to be performed for another user.".into(),
+                "Policy doesn't allow os_compute_api:os-keypairs to be performed for another user."
+                    .into(),
             )),
             Some(u) => Ok(u),
             None => Ok(ctx.user_id.clone()),
@@ -117,11 +128,16 @@ impl Control {
                 )));
             }
         };
-        let limit = self.effective_quota(&ctx.project_id).await?.get("key_pairs");
+        let limit = self
+            .effective_quota(&ctx.project_id)
+            .await?
+            .get("key_pairs");
         if limit >= 0 {
             let have = self.inner.store.keypairs_list(owner.clone()).await?.len() as i64;
             if have >= limit {
-                return Err(Error::OverQuota("Quota exceeded, too many key pairs.".into()));
+                return Err(Error::OverQuota(
+                    "Quota exceeded, too many key pairs.".into(),
+                ));
             }
         }
         self.inner
@@ -147,19 +163,38 @@ impl Control {
         self.inner.store.keypairs_list(owner).await
     }
 
-    pub async fn keypair_get(&self, ctx: &Context, name: &str, user: Option<UserId>) -> Result<KeyPair> {
+    pub async fn keypair_get(
+        &self,
+        ctx: &Context,
+        name: &str,
+        user: Option<UserId>,
+    ) -> Result<KeyPair> {
         let owner = Self::keypair_owner(ctx, user)?;
         self.inner
             .store
             .keypair_get(owner, name.to_owned())
             .await?
-            .ok_or_else(|| Error::not_found(format!("Keypair {name} not found for user {}", ctx.user_id)))
+            .ok_or_else(|| {
+                Error::not_found(format!("Keypair {name} not found for user {}", ctx.user_id))
+            })
     }
 
-    pub async fn keypair_delete(&self, ctx: &Context, name: &str, user: Option<UserId>) -> Result<()> {
+    pub async fn keypair_delete(
+        &self,
+        ctx: &Context,
+        name: &str,
+        user: Option<UserId>,
+    ) -> Result<()> {
         let owner = Self::keypair_owner(ctx, user)?;
-        if !self.inner.store.keypair_delete(owner.clone(), name.to_owned()).await? {
-            return Err(Error::not_found(format!("Keypair {name} not found for user {owner}")));
+        if !self
+            .inner
+            .store
+            .keypair_delete(owner.clone(), name.to_owned())
+            .await?
+        {
+            return Err(Error::not_found(format!(
+                "Keypair {name} not found for user {owner}"
+            )));
         }
         Ok(())
     }
@@ -185,9 +220,19 @@ mod tests {
     fn bad_keys_are_rejected() {
         assert!(ssh_fingerprint("ssh-ed25519").is_err());
         assert!(ssh_fingerprint("ssh-ed25519 !!!notbase64").is_err());
-        assert!(ssh_fingerprint("ssh-foo AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl").is_err());
+        assert!(
+            ssh_fingerprint(
+                "ssh-foo AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            )
+            .is_err()
+        );
         // Type in the line does not match the blob.
-        assert!(ssh_fingerprint("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl").is_err());
+        assert!(
+            ssh_fingerprint(
+                "ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+            )
+            .is_err()
+        );
         assert!(x509_fingerprint("not a cert").is_err());
     }
 

@@ -143,7 +143,11 @@ impl Control {
 
     /// Read a server, or Nova's 404.
     pub(crate) async fn load_server(&self, id: ServerId) -> Result<Server> {
-        self.inner.store.server_get(id).await?.ok_or_else(|| Error::server_not_found(id))
+        self.inner
+            .store
+            .server_get(id)
+            .await?
+            .ok_or_else(|| Error::server_not_found(id))
     }
 
     /// The one way to change a server: read it, let `f` change it (or refuse, or decide
@@ -165,6 +169,8 @@ impl Control {
             }
             tokio::task::yield_now().await;
         }
-        Err(Error::internal(format!("server {id}: too many concurrent writers")))
+        Err(Error::internal(format!(
+            "server {id}: too many concurrent writers"
+        )))
     }
 }

@@ -19,13 +19,17 @@ pub struct QuotaUsage {
 impl Control {
     pub async fn effective_quota(&self, project: &ProjectId) -> Result<QuotaSet> {
         let mut q = self.inner.config.default_quota.clone();
-        q.limits.extend(self.inner.store.quota_overrides(project.clone()).await?);
+        q.limits
+            .extend(self.inner.store.quota_overrides(project.clone()).await?);
         Ok(q)
     }
 
     fn quota_target(ctx: &Context, project: &ProjectId) -> Result<()> {
         if project != &ctx.project_id && !ctx.is_admin() {
-            return Err(Error::Forbidden("Policy doesn't allow os_compute_api:os-quota-sets:show to be performed.".to_string()));
+            return Err(Error::Forbidden(
+                "Policy doesn't allow os_compute_api:os-quota-sets:show to be performed."
+                    .to_string(),
+            ));
         }
         Ok(())
     }
@@ -43,18 +47,40 @@ impl Control {
         Self::quota_target(ctx, project)?;
         let compute = self.inner.store.compute_usage(project.clone()).await?;
         let key_pairs = if project == &ctx.project_id {
-            self.inner.store.keypairs_list(ctx.user_id.clone()).await?.len() as i64
+            self.inner
+                .store
+                .keypairs_list(ctx.user_id.clone())
+                .await?
+                .len() as i64
         } else {
             0
         };
-        let server_groups = self.inner.store.server_groups_list(Some(project.clone())).await?.len() as i64;
-        Ok(QuotaUsage { instances: compute.instances, cores: compute.cores, ram: compute.ram, key_pairs, server_groups })
+        let server_groups = self
+            .inner
+            .store
+            .server_groups_list(Some(project.clone()))
+            .await?
+            .len() as i64;
+        Ok(QuotaUsage {
+            instances: compute.instances,
+            cores: compute.cores,
+            ram: compute.ram,
+            key_pairs,
+            server_groups,
+        })
     }
 
     /// Admin: set some limits for a project. Unknown resources are a 400 naming them.
-    pub async fn quota_update(&self, ctx: &Context, project: &ProjectId, limits: BTreeMap<String, i64>) -> Result<QuotaSet> {
+    pub async fn quota_update(
+        &self,
+        ctx: &Context,
+        project: &ProjectId,
+        limits: BTreeMap<String, i64>,
+    ) -> Result<QuotaSet> {
         if !ctx.is_admin() {
-            return Err(Error::Forbidden("Policy doesn't allow os_compute_api:os-quota-sets:update to be performed.".into()));
+            return Err(Error::Forbidden(
+                "Policy doesn't allow os_compute_api:os-quota-sets:update to be performed.".into(),
+            ));
         }
         for (k, v) in &limits {
             if !QUOTA_RESOURCES.contains(&k.as_str()) {
@@ -72,7 +98,9 @@ impl Control {
 
     pub async fn quota_reset(&self, ctx: &Context, project: &ProjectId) -> Result<()> {
         if !ctx.is_admin() {
-            return Err(Error::Forbidden("Policy doesn't allow os_compute_api:os-quota-sets:delete to be performed.".into()));
+            return Err(Error::Forbidden(
+                "Policy doesn't allow os_compute_api:os-quota-sets:delete to be performed.".into(),
+            ));
         }
         self.inner.store.quota_clear(project.clone()).await
     }

@@ -18,9 +18,18 @@ use std::time::Duration;
 const STUCK_AFTER: Duration = Duration::from_secs(300);
 
 pub(crate) fn spawn_all(control: Control) {
-    spawn_every(control.clone(), "hosts", Duration::from_secs(5), |c| Box::pin(async move { c.expire_hosts().await }));
-    spawn_every(control.clone(), "stuck-tasks", Duration::from_secs(60), |c| Box::pin(async move { c.recover_stuck().await }));
-    spawn_every(control.clone(), "reclaim", Duration::from_secs(30), |c| Box::pin(async move { c.reclaim_soft_deleted().await }));
+    spawn_every(control.clone(), "hosts", Duration::from_secs(5), |c| {
+        Box::pin(async move { c.expire_hosts().await })
+    });
+    spawn_every(
+        control.clone(),
+        "stuck-tasks",
+        Duration::from_secs(60),
+        |c| Box::pin(async move { c.recover_stuck().await }),
+    );
+    spawn_every(control.clone(), "reclaim", Duration::from_secs(30), |c| {
+        Box::pin(async move { c.reclaim_soft_deleted().await })
+    });
     spawn_every(control, "purge", Duration::from_secs(3600), |c| {
         Box::pin(async move {
             c.purge_tokens().await?;
@@ -33,7 +42,12 @@ pub(crate) fn spawn_all(control: Control) {
 
 type LoopFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
 
-fn spawn_every(control: Control, name: &'static str, period: Duration, f: fn(Control) -> LoopFuture) {
+fn spawn_every(
+    control: Control,
+    name: &'static str,
+    period: Duration,
+    f: fn(Control) -> LoopFuture,
+) {
     let mut shutdown = control.shutdown_signal();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
@@ -64,8 +78,14 @@ impl Control {
     }
 
     async fn recover_stuck(&self) -> Result<()> {
-        let filter = ServerFilter { task_states: Some(TaskState::ALL.to_vec()), ..Default::default() };
-        let page = ServerPage { limit: None, ..Default::default() };
+        let filter = ServerFilter {
+            task_states: Some(TaskState::ALL.to_vec()),
+            ..Default::default()
+        };
+        let page = ServerPage {
+            limit: None,
+            ..Default::default()
+        };
         let cutoff = now() - chrono::Duration::from_std(STUCK_AFTER).unwrap_or_default();
         for s in self.inner.store.servers_list(filter, page).await? {
             if s.updated_at > cutoff {
@@ -80,13 +100,15 @@ impl Control {
                 if srv.task_state.is_none() || srv.updated_at > cutoff {
                     return Ok(false);
                 }
-                if srv.vm_state == VmState::Building || srv.task_state == Some(TaskState::Deleting) {
+                if srv.vm_state == VmState::Building || srv.task_state == Some(TaskState::Deleting)
+                {
                     srv.vm_state = VmState::Error;
                 }
                 srv.task_state = None;
                 srv.fault = Some(Fault {
                     code: 500,
-                    message: "The operation behind this task was lost; the task was cleared.".into(),
+                    message: "The operation behind this task was lost; the task was cleared."
+                        .into(),
                     details: String::new(),
                     created: now(),
                 });
@@ -98,15 +120,26 @@ impl Control {
     }
 
     async fn reclaim_soft_deleted(&self) -> Result<()> {
-        let Some(window) = self.inner.config.reclaim_interval else { return Ok(()) };
+        let Some(window) = self.inner.config.reclaim_interval else {
+            return Ok(());
+        };
         let cutoff = now() - chrono::Duration::from_std(window).unwrap_or_default();
-        let filter = ServerFilter { vm_states: Some(vec![VmState::SoftDeleted]), ..Default::default() };
-        let page = ServerPage { limit: None, ..Default::default() };
+        let filter = ServerFilter {
+            vm_states: Some(vec![VmState::SoftDeleted]),
+            ..Default::default()
+        };
+        let page = ServerPage {
+            limit: None,
+            ..Default::default()
+        };
         let ctx = self.system_context();
         for s in self.inner.store.servers_list(filter, page).await? {
             if s.task_state.is_none() && s.deleted_at.is_some_and(|d| d < cutoff) {
                 tracing::info!(server = %s.id, "reclaiming soft-deleted server");
-                if let Err(e) = self.server_action(&ctx, s.id, crate::servers::ServerAction::ForceDelete).await {
+                if let Err(e) = self
+                    .server_action(&ctx, s.id, crate::servers::ServerAction::ForceDelete)
+                    .await
+                {
                     tracing::warn!(server = %s.id, error = %e, "reclaim failed");
                 }
             }

@@ -38,7 +38,9 @@ pub fn rank_hosts(
         .filter(|h| forced.is_none_or(|f| h.host.name == f))
         .filter(|h| h.host.fits(h.used, want))
         .filter(|h| match policy {
-            Some(GroupPolicy::Affinity) => group_hosts.is_empty() || group_hosts.contains(&h.host.id),
+            Some(GroupPolicy::Affinity) => {
+                group_hosts.is_empty() || group_hosts.contains(&h.host.id)
+            }
             Some(GroupPolicy::AntiAffinity) => !group_hosts.contains(&h.host.id),
             _ => true,
         })
@@ -51,7 +53,8 @@ pub fn rank_hosts(
             Some(GroupPolicy::SoftAntiAffinity) => members_on(a).cmp(&members_on(b)),
             _ => std::cmp::Ordering::Equal,
         };
-        soft.then_with(|| free_ram(b).cmp(&free_ram(a))).then_with(|| a.host.serial.cmp(&b.host.serial))
+        soft.then_with(|| free_ram(b).cmp(&free_ram(a)))
+            .then_with(|| a.host.serial.cmp(&b.host.serial))
     });
     ok.into_iter().map(|h| h.host.clone()).collect()
 }
@@ -82,7 +85,14 @@ impl Control {
         };
         let policy = group.as_ref().map(|g| g.policy);
         let usages = self.inner.store.host_usages().await?;
-        let ranked = rank_hosts(&usages, want, s.availability_zone.as_deref(), forced, &group_hosts, policy);
+        let ranked = rank_hosts(
+            &usages,
+            want,
+            s.availability_zone.as_deref(),
+            forced,
+            &group_hosts,
+            policy,
+        );
         let constraint = group.as_ref().and_then(|g| match g.policy {
             GroupPolicy::Affinity => Some(GroupConstraint::Affinity(g.id)),
             GroupPolicy::AntiAffinity => Some(GroupConstraint::AntiAffinity {
@@ -92,7 +102,12 @@ impl Control {
             _ => None,
         });
         for host in ranked {
-            let claim = Claim { host_id: host.id, server_id: s.id, resources: want, group: constraint.clone() };
+            let claim = Claim {
+                host_id: host.id,
+                server_id: s.id,
+                resources: want,
+                group: constraint.clone(),
+            };
             match self.inner.store.claim(claim).await? {
                 ClaimOutcome::Claimed => return Ok(host),
                 ClaimOutcome::NoCapacity | ClaimOutcome::GroupConflict => continue,
@@ -102,8 +117,18 @@ impl Control {
     }
 
     /// (Re)claim a flavor's resources for a server on a given host (resize).
-    pub(crate) async fn claim_on(&self, host: HostId, s: &Server, flavor: &FlavorSnapshot) -> Result<()> {
-        let claim = Claim { host_id: host, server_id: s.id, resources: resources_of(flavor), group: None };
+    pub(crate) async fn claim_on(
+        &self,
+        host: HostId,
+        s: &Server,
+        flavor: &FlavorSnapshot,
+    ) -> Result<()> {
+        let claim = Claim {
+            host_id: host,
+            server_id: s.id,
+            resources: resources_of(flavor),
+            group: None,
+        };
         match self.inner.store.claim(claim).await? {
             ClaimOutcome::Claimed => Ok(()),
             _ => Err(Error::NoValidHost(NO_VALID_HOST.into())),
@@ -140,7 +165,11 @@ mod tests {
                 created_at: now(),
                 updated_at: now(),
             },
-            used: Resources { vcpus: 0, ram_mb: used_ram, disk_gb: 0 },
+            used: Resources {
+                vcpus: 0,
+                ram_mb: used_ram,
+                disk_gb: 0,
+            },
             servers: 0,
         }
     }
@@ -151,40 +180,133 @@ mod tests {
 
     #[test]
     fn spread_by_free_ram() {
-        let hosts = vec![host("a", 1, 4096, 3000), host("b", 2, 4096, 0), host("c", 3, 8192, 6000)];
-        let want = Resources { vcpus: 1, ram_mb: 512, disk_gb: 1 };
-        assert_eq!(names(rank_hosts(&hosts, want, None, None, &[], None)), ["b", "c", "a"]);
+        let hosts = vec![
+            host("a", 1, 4096, 3000),
+            host("b", 2, 4096, 0),
+            host("c", 3, 8192, 6000),
+        ];
+        let want = Resources {
+            vcpus: 1,
+            ram_mb: 512,
+            disk_gb: 1,
+        };
+        assert_eq!(
+            names(rank_hosts(&hosts, want, None, None, &[], None)),
+            ["b", "c", "a"]
+        );
         // a lacks room for 2 GiB.
-        let big = Resources { vcpus: 1, ram_mb: 2048, disk_gb: 1 };
-        assert_eq!(names(rank_hosts(&hosts, big, None, None, &[], None)), ["b", "c"]);
+        let big = Resources {
+            vcpus: 1,
+            ram_mb: 2048,
+            disk_gb: 1,
+        };
+        assert_eq!(
+            names(rank_hosts(&hosts, big, None, None, &[], None)),
+            ["b", "c"]
+        );
     }
 
     #[test]
     fn filters_table() {
-        let mut hosts = vec![host("a", 1, 4096, 0), host("b", 2, 4096, 0), host("c", 3, 4096, 0)];
+        let mut hosts = vec![
+            host("a", 1, 4096, 0),
+            host("b", 2, 4096, 0),
+            host("c", 3, 4096, 0),
+        ];
         hosts[0].host.enabled = false;
         hosts[1].host.availability_zone = "edge".into();
         hosts[2].host.up = false;
-        let want = Resources { vcpus: 1, ram_mb: 1, disk_gb: 0 };
-        assert_eq!(names(rank_hosts(&hosts, want, None, None, &[], None)), ["b"]);
-        assert_eq!(names(rank_hosts(&hosts, want, Some("nova"), None, &[], None)), Vec::<String>::new());
-        assert_eq!(names(rank_hosts(&hosts, want, Some("edge"), Some("b"), &[], None)), ["b"]);
-        assert_eq!(names(rank_hosts(&hosts, want, None, Some("zzz"), &[], None)), Vec::<String>::new());
+        let want = Resources {
+            vcpus: 1,
+            ram_mb: 1,
+            disk_gb: 0,
+        };
+        assert_eq!(
+            names(rank_hosts(&hosts, want, None, None, &[], None)),
+            ["b"]
+        );
+        assert_eq!(
+            names(rank_hosts(&hosts, want, Some("nova"), None, &[], None)),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(rank_hosts(&hosts, want, Some("edge"), Some("b"), &[], None)),
+            ["b"]
+        );
+        assert_eq!(
+            names(rank_hosts(&hosts, want, None, Some("zzz"), &[], None)),
+            Vec::<String>::new()
+        );
     }
 
     #[test]
     fn group_policies() {
-        let hosts = vec![host("a", 1, 4096, 0), host("b", 2, 4096, 1000), host("c", 3, 4096, 2000)];
-        let want = Resources { vcpus: 1, ram_mb: 1, disk_gb: 0 };
+        let hosts = vec![
+            host("a", 1, 4096, 0),
+            host("b", 2, 4096, 1000),
+            host("c", 3, 4096, 2000),
+        ];
+        let want = Resources {
+            vcpus: 1,
+            ram_mb: 1,
+            disk_gb: 0,
+        };
         let b = hosts[1].host.id;
-        assert_eq!(names(rank_hosts(&hosts, want, None, None, &[b], Some(GroupPolicy::Affinity))), ["b"]);
-        assert_eq!(names(rank_hosts(&hosts, want, None, None, &[b], Some(GroupPolicy::AntiAffinity))), ["a", "c"]);
-        assert_eq!(names(rank_hosts(&hosts, want, None, None, &[b], Some(GroupPolicy::SoftAffinity))), ["b", "a", "c"]);
         assert_eq!(
-            names(rank_hosts(&hosts, want, None, None, &[b], Some(GroupPolicy::SoftAntiAffinity))),
+            names(rank_hosts(
+                &hosts,
+                want,
+                None,
+                None,
+                &[b],
+                Some(GroupPolicy::Affinity)
+            )),
+            ["b"]
+        );
+        assert_eq!(
+            names(rank_hosts(
+                &hosts,
+                want,
+                None,
+                None,
+                &[b],
+                Some(GroupPolicy::AntiAffinity)
+            )),
+            ["a", "c"]
+        );
+        assert_eq!(
+            names(rank_hosts(
+                &hosts,
+                want,
+                None,
+                None,
+                &[b],
+                Some(GroupPolicy::SoftAffinity)
+            )),
+            ["b", "a", "c"]
+        );
+        assert_eq!(
+            names(rank_hosts(
+                &hosts,
+                want,
+                None,
+                None,
+                &[b],
+                Some(GroupPolicy::SoftAntiAffinity)
+            )),
             ["a", "c", "b"]
         );
-        assert_eq!(names(rank_hosts(&hosts, want, None, None, &[], Some(GroupPolicy::Affinity))), ["a", "b", "c"]);
+        assert_eq!(
+            names(rank_hosts(
+                &hosts,
+                want,
+                None,
+                None,
+                &[],
+                Some(GroupPolicy::Affinity)
+            )),
+            ["a", "b", "c"]
+        );
     }
 
     #[test]
@@ -199,6 +321,13 @@ mod tests {
             swap_mb: 1500,
             extra_specs: Default::default(),
         };
-        assert_eq!(resources_of(&f), Resources { vcpus: 2, ram_mb: 512, disk_gb: 17 });
+        assert_eq!(
+            resources_of(&f),
+            Resources {
+                vcpus: 2,
+                ram_mb: 512,
+                disk_gb: 17
+            }
+        );
     }
 }

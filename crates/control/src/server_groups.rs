@@ -15,7 +15,10 @@ impl Control {
         max_server_per_host: Option<u32>,
     ) -> Result<ServerGroup> {
         if !ctx.can_write() {
-            return Err(Error::Forbidden("Policy doesn't allow os_compute_api:os-server-groups:create to be performed.".into()));
+            return Err(Error::Forbidden(
+                "Policy doesn't allow os_compute_api:os-server-groups:create to be performed."
+                    .into(),
+            ));
         }
         if name.trim().is_empty() || name.chars().count() > 255 {
             return Err(Error::invalid(format!(
@@ -26,13 +29,25 @@ impl Control {
             return Err(Error::invalid("Only anti-affinity policy supports rules."));
         }
         if max_server_per_host == Some(0) {
-            return Err(Error::invalid("Invalid input for field/attribute max_server_per_host. Value: 0. 0 is less than the minimum of 1"));
+            return Err(Error::invalid(
+                "Invalid input for field/attribute max_server_per_host. Value: 0. 0 is less than the minimum of 1",
+            ));
         }
-        let limit = self.effective_quota(&ctx.project_id).await?.get("server_groups");
+        let limit = self
+            .effective_quota(&ctx.project_id)
+            .await?
+            .get("server_groups");
         if limit >= 0 {
-            let have = self.inner.store.server_groups_list(Some(ctx.project_id.clone())).await?.len() as i64;
+            let have = self
+                .inner
+                .store
+                .server_groups_list(Some(ctx.project_id.clone()))
+                .await?
+                .len() as i64;
             if have >= limit {
-                return Err(Error::OverQuota("Quota exceeded, too many server groups.".into()));
+                return Err(Error::OverQuota(
+                    "Quota exceeded, too many server groups.".into(),
+                ));
             }
         }
         self.inner
@@ -59,15 +74,26 @@ impl Control {
             .ok_or_else(|| Error::not_found(format!("Instance group {id} could not be found.")))
     }
 
-    pub async fn server_groups_list(&self, ctx: &Context, all_projects: bool) -> Result<Vec<ServerGroup>> {
-        let project = if all_projects && ctx.is_admin() { None } else { Some(ctx.project_id.clone()) };
+    pub async fn server_groups_list(
+        &self,
+        ctx: &Context,
+        all_projects: bool,
+    ) -> Result<Vec<ServerGroup>> {
+        let project = if all_projects && ctx.is_admin() {
+            None
+        } else {
+            Some(ctx.project_id.clone())
+        };
         self.inner.store.server_groups_list(project).await
     }
 
     pub async fn server_group_delete(&self, ctx: &Context, id: ServerGroupId) -> Result<()> {
         self.server_group_get(ctx, id).await?;
         if !ctx.can_write() {
-            return Err(Error::Forbidden("Policy doesn't allow os_compute_api:os-server-groups:delete to be performed.".into()));
+            return Err(Error::Forbidden(
+                "Policy doesn't allow os_compute_api:os-server-groups:delete to be performed."
+                    .into(),
+            ));
         }
         self.inner.store.server_group_delete(id).await?;
         Ok(())

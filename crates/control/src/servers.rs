@@ -6,15 +6,13 @@
 //! concurrent requests on one server cannot both start conflicting work: the second one
 //! re-reads, sees the task the first set, and gets a 409.
 
-use crate::engine::{Flow, OnFailure, Step};
 use crate::Control;
+use crate::engine::{Flow, OnFailure, Step};
 use nimbus_model::agent::{AgentReply, AgentRequest, ImageSpec, InstanceSpec};
 use nimbus_model::identity::Context;
 use nimbus_model::image::ImageStatus;
 use nimbus_model::operation::{Operation, OperationEvent, OperationState};
-use nimbus_model::server::{
-    Fault, LockedBy, Personality, Server, ServerFilter, ServerPage,
-};
+use nimbus_model::server::{Fault, LockedBy, Personality, Server, ServerFilter, ServerPage};
 use nimbus_model::state::{
     Action, ActionInput, Decision, PowerState, TaskState, VmState, decide, deny_message,
 };
@@ -121,39 +119,57 @@ pub struct Rebuild {
 /// Every action a dialect can ask for.
 #[derive(Clone, Debug)]
 pub enum ServerAction {
-    Reboot { hard: bool },
+    Reboot {
+        hard: bool,
+    },
     Start,
     Stop,
     Pause,
     Unpause,
     Suspend,
     Resume,
-    Resize { flavor_id: FlavorId },
+    Resize {
+        flavor_id: FlavorId,
+    },
     ConfirmResize,
     RevertResize,
     Rebuild(Box<Rebuild>),
-    CreateImage { name: String, metadata: BTreeMap<String, String> },
-    ChangePassword { admin_pass: String },
-    Lock { reason: Option<String> },
+    CreateImage {
+        name: String,
+        metadata: BTreeMap<String, String>,
+    },
+    ChangePassword {
+        admin_pass: String,
+    },
+    Lock {
+        reason: Option<String>,
+    },
     Unlock,
     ForceDelete,
     Restore,
     /// Admin: force the vm_state (`active` or `error`), clearing the task.
-    ResetState { state: VmState },
+    ResetState {
+        state: VmState,
+    },
 }
 
 /// What an accepted action produced.
 #[derive(Clone, Debug)]
 pub enum ActionOutcome {
     /// Work started (or nothing to do, for `Ignore`d actions).
-    Accepted { server: Server, admin_pass: Option<String> },
+    Accepted {
+        server: Server,
+        admin_pass: Option<String>,
+    },
     /// createImage: the new image's id.
     Image { image_id: ImageId },
 }
 
 fn validate_name(field: &str, name: &str) -> Result<()> {
     if name.trim().is_empty() {
-        return Err(Error::invalid(format!("Invalid input for field/attribute {field}. Value: {name}. '{name}' must not be empty")));
+        return Err(Error::invalid(format!(
+            "Invalid input for field/attribute {field}. Value: {name}. '{name}' must not be empty"
+        )));
     }
     if name.chars().count() > MAX_NAME_LEN {
         return Err(Error::invalid(format!(
@@ -198,7 +214,10 @@ fn parse_fault_value(v: &str) -> Result<()> {
     for w in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
         let ok = matches!(w, "spawn" | "reboot" | "stop" | "stall")
             || w.strip_prefix("crash-after:").is_some_and(|d| {
-                let (n, u) = d.split_at(d.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(d.len()));
+                let (n, u) = d.split_at(
+                    d.find(|c: char| !c.is_ascii_digit() && c != '.')
+                        .unwrap_or(d.len()),
+                );
                 n.parse::<f64>().is_ok() && matches!(u, "" | "ms" | "s" | "m")
             });
         if !ok {
@@ -213,7 +232,8 @@ fn parse_fault_value(v: &str) -> Result<()> {
 
 /// Nova's tag rules: 1-60 characters, no '/' or ','.
 pub fn validate_tag(tag: &str) -> Result<()> {
-    if tag.is_empty() || tag.chars().count() > MAX_TAG_LEN || tag.contains('/') || tag.contains(',') {
+    if tag.is_empty() || tag.chars().count() > MAX_TAG_LEN || tag.contains('/') || tag.contains(',')
+    {
         return Err(Error::invalid(format!(
             "Tag '{tag}' is invalid. It must be a non empty string without characters '/' and ','"
         )));
@@ -234,22 +254,34 @@ pub fn validate_tags(tags: &[String]) -> Result<()> {
 pub fn sanitize_hostname(name: &str) -> String {
     let latin1: String = name.chars().filter(|c| (*c as u32) <= 0xff).collect();
     let truncated: String = latin1.chars().take(63).collect();
-    let replaced: String = truncated.chars().map(|c| if matches!(c, ' ' | '_' | '.') { '-' } else { c }).collect();
-    let kept: String = replaced.chars().filter(|c| c.is_alphanumeric() || *c == '-' || *c == '.').collect();
-    kept.to_lowercase().trim_matches(|c| c == '.' || c == '-').to_owned()
+    let replaced: String = truncated
+        .chars()
+        .map(|c| if matches!(c, ' ' | '_' | '.') { '-' } else { c })
+        .collect();
+    let kept: String = replaced
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '.')
+        .collect();
+    kept.to_lowercase()
+        .trim_matches(|c| c == '.' || c == '-')
+        .to_owned()
 }
 
 /// A random admin password (Nova generates 12 characters from an unambiguous alphabet).
 pub fn generate_password() -> String {
     const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
     let mut rng = rand::thread_rng();
-    (0..12).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+    (0..12)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 fn reservation_id() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::thread_rng();
-    let s: String = (0..8).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect();
+    let s: String = (0..8)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("r-{s}")
 }
 
@@ -263,7 +295,13 @@ pub struct ServerListQuery {
 }
 
 impl Control {
-    fn new_operation(&self, ctx: &Context, server: &Server, action: &str, params: serde_json::Value) -> Operation {
+    fn new_operation(
+        &self,
+        ctx: &Context,
+        server: &Server,
+        action: &str,
+        params: serde_json::Value,
+    ) -> Operation {
         let t = now();
         Operation {
             id: OperationId::new(),
@@ -314,11 +352,18 @@ impl Control {
             q.filter.project_id = Some(ctx.project_id.clone());
         }
         if let Some(re) = &q.filter.name_regex {
-            regex::RegexBuilder::new(re).size_limit(1 << 20).build().map_err(|e| {
-                Error::invalid(format!("Invalid regular expression in name filter: {e}"))
-            })?;
+            regex::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    Error::invalid(format!("Invalid regular expression in name filter: {e}"))
+                })?;
         }
-        let limit = q.page.limit.unwrap_or(self.inner.config.max_limit).min(self.inner.config.max_limit);
+        let limit = q
+            .page
+            .limit
+            .unwrap_or(self.inner.config.max_limit)
+            .min(self.inner.config.max_limit);
         q.page.limit = Some(limit);
         self.inner.store.servers_list(q.filter, q.page).await
     }
@@ -339,9 +384,12 @@ impl Control {
         validate_metadata(&req.metadata)?;
         validate_tags(&req.tags)?;
         if let Some(d) = &req.description
-            && d.chars().count() > MAX_NAME_LEN {
-                return Err(Error::invalid("Invalid input for field/attribute description. Value is too long"));
-            }
+            && d.chars().count() > MAX_NAME_LEN
+        {
+            return Err(Error::invalid(
+                "Invalid input for field/attribute description. Value is too long",
+            ));
+        }
         let min = req.min_count.max(1);
         let max = req.max_count.max(min);
         if req.min_count > req.max_count && req.max_count != 0 {
@@ -353,7 +401,9 @@ impl Control {
                 .decode(ud.trim())
                 .map_err(|_| Error::invalid("User data needs to be valid base 64."))?;
             if decoded.len() > MAX_USER_DATA {
-                return Err(Error::invalid(format!("User data too large. User data must be no larger than {MAX_USER_DATA} bytes once base64 decoded.")));
+                return Err(Error::invalid(format!(
+                    "User data too large. User data must be no larger than {MAX_USER_DATA} bytes once base64 decoded."
+                )));
             }
         }
         let quota = self.effective_quota(&ctx.project_id).await?;
@@ -382,10 +432,14 @@ impl Control {
                     return Err(Error::invalid(format!("Image {id} is not active.")));
                 }
                 if (flavor.ram_mb as u64) < image.min_ram {
-                    return Err(Error::invalid("Flavor's memory is too small for requested image."));
+                    return Err(Error::invalid(
+                        "Flavor's memory is too small for requested image.",
+                    ));
                 }
                 if flavor.disk_gb > 0 && flavor.disk_gb < image.min_disk {
-                    return Err(Error::invalid("Flavor's disk is too small for requested image."));
+                    return Err(Error::invalid(
+                        "Flavor's disk is too small for requested image.",
+                    ));
                 }
                 Some(image)
             }
@@ -418,7 +472,10 @@ impl Control {
                     return Err(Error::Forbidden("Policy doesn't allow os_compute_api:servers:create:forced_host to be performed.".into()));
                 }
                 let (z, h) = az.split_once(':').unwrap_or((az, ""));
-                (Some(z.to_owned()).filter(|z| !z.is_empty()), Some(h.split(':').next().unwrap_or("").to_owned()).filter(|h| !h.is_empty()))
+                (
+                    Some(z.to_owned()).filter(|z| !z.is_empty()),
+                    Some(h.split(':').next().unwrap_or("").to_owned()).filter(|h| !h.is_empty()),
+                )
             }
             Some(az) => (Some(az.clone()), None),
             None => (None, None),
@@ -426,7 +483,9 @@ impl Control {
         if let Some(zone) = &az {
             let known = self.availability_zones().await?;
             if !known.iter().any(|(z, _)| z == zone) {
-                return Err(Error::invalid("The requested availability zone is not available".to_string()));
+                return Err(Error::invalid(
+                    "The requested availability zone is not available".to_string(),
+                ));
             }
         }
         let group = match req.server_group {
@@ -454,7 +513,11 @@ impl Control {
         let count = max;
         for i in 0..count {
             let id = ServerId::new();
-            let name = if count > 1 { format!("{}-{}", req.name, i + 1) } else { req.name.clone() };
+            let name = if count > 1 {
+                format!("{}-{}", req.name, i + 1)
+            } else {
+                req.name.clone()
+            };
             let hostname = match &req.hostname {
                 Some(h) => h.clone(),
                 None => {
@@ -489,6 +552,7 @@ impl Control {
                     req.security_groups.clone()
                 },
                 availability_zone: az.clone(),
+                pinned_availability_zone: az.clone(),
                 host_id: None,
                 host: None,
                 vm_state: VmState::Building,
@@ -525,36 +589,61 @@ impl Control {
             servers.push(server);
         }
         // Quota for the minimum first: Nova builds max_count if it fits, else min_count.
-        let mut outcome = self.inner.store.servers_create(servers.clone(), ops.clone(), quota.clone()).await?;
+        let mut outcome = self
+            .inner
+            .store
+            .servers_create(servers.clone(), ops.clone(), quota.clone())
+            .await?;
         if matches!(outcome, ServerCreateOutcome::OverQuota { .. }) && min < count {
             servers.truncate(min as usize);
             ops.truncate(min as usize);
-            outcome = self.inner.store.servers_create(servers, ops.clone(), quota).await?;
+            outcome = self
+                .inner
+                .store
+                .servers_create(servers, ops.clone(), quota)
+                .await?;
         }
         match outcome {
             ServerCreateOutcome::Created(stored) => {
                 for op in &ops {
                     self.submit(op.id);
                 }
-                Ok(ServerCreated { servers: stored, admin_pass, reservation_id: reservation })
+                Ok(ServerCreated {
+                    servers: stored,
+                    admin_pass,
+                    reservation_id: reservation,
+                })
             }
-            ServerCreateOutcome::OverQuota { resource, limit, used, requested } => Err(Error::OverQuota(format!(
+            ServerCreateOutcome::OverQuota {
+                resource,
+                limit,
+                used,
+                requested,
+            } => Err(Error::OverQuota(format!(
                 "Quota exceeded for {resource}: Requested {requested}, but already used {used} of {limit} {resource}"
             ))),
         }
     }
 
     /// Rename / describe / re-host-name a server.
-    pub async fn server_update(&self, ctx: &Context, id: ServerId, upd: ServerUpdate) -> Result<Server> {
+    pub async fn server_update(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+        upd: ServerUpdate,
+    ) -> Result<Server> {
         Self::require_writer(ctx)?;
         self.server_get(ctx, id).await?;
         if let Some(n) = &upd.name {
             validate_name("name", n)?;
         }
         if let Some(Some(d)) = &upd.description
-            && d.chars().count() > MAX_NAME_LEN {
-                return Err(Error::invalid("Invalid input for field/attribute description. Value is too long"));
-            }
+            && d.chars().count() > MAX_NAME_LEN
+        {
+            return Err(Error::invalid(
+                "Invalid input for field/attribute description. Value is too long",
+            ));
+        }
         if let Some(tags) = &upd.tags {
             validate_tags(tags)?;
         }
@@ -598,9 +687,11 @@ impl Control {
             launched: server.launched_at.is_some(),
         };
         match decide(action, input) {
-            Decision::Deny(reason) => {
-                Err(Error::Conflict(deny_message(action, &server.id.to_string(), &reason)))
-            }
+            Decision::Deny(reason) => Err(Error::Conflict(deny_message(
+                action,
+                &server.id.to_string(),
+                &reason,
+            ))),
             d => Ok(d),
         }
     }
@@ -628,12 +719,19 @@ impl Control {
             change(&mut server)?;
             server.updated_at = now();
             let op = self.new_operation(ctx, &server, op_name, params.clone());
-            if let Some(stored) = self.inner.store.server_update_with_operation(server, op.clone()).await? {
+            if let Some(stored) = self
+                .inner
+                .store
+                .server_update_with_operation(server, op.clone())
+                .await?
+            {
                 self.submit(op.id);
                 return Ok((stored, Some(op.id)));
             }
         }
-        Err(Error::internal(format!("server {id}: too many concurrent writers")))
+        Err(Error::internal(format!(
+            "server {id}: too many concurrent writers"
+        )))
     }
 
     /// Delete (soft when soft-delete is configured). 204 semantics: returns once the delete
@@ -644,11 +742,12 @@ impl Control {
         let server = self.server_get(ctx, id).await?;
         // A server never scheduled or already in ERROR without a host is deleted the same
         // way: the plan skips the host steps when there is no host.
-        let (action, task, op_name) = if soft && server.vm_state != VmState::SoftDeleted && server.launched_at.is_some() {
-            (Action::Delete, TaskState::SoftDeleting, "delete")
-        } else {
-            (Action::Delete, TaskState::Deleting, "delete")
-        };
+        let (action, task, op_name) =
+            if soft && server.vm_state != VmState::SoftDeleted && server.launched_at.is_some() {
+                (Action::Delete, TaskState::SoftDeleting, "delete")
+            } else {
+                (Action::Delete, TaskState::Deleting, "delete")
+            };
         let params = serde_json::json!({ "soft": task == TaskState::SoftDeleting });
         self.start_action(ctx, id, action, op_name, params, |s| {
             s.task_state = Some(task);
@@ -659,9 +758,17 @@ impl Control {
     }
 
     /// Run one action.
-    pub async fn server_action(&self, ctx: &Context, id: ServerId, action: ServerAction) -> Result<ActionOutcome> {
+    pub async fn server_action(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+        action: ServerAction,
+    ) -> Result<ActionOutcome> {
         Self::require_writer(ctx)?;
-        let accepted = |(server, _): (Server, Option<OperationId>)| ActionOutcome::Accepted { server, admin_pass: None };
+        let accepted = |(server, _): (Server, Option<OperationId>)| ActionOutcome::Accepted {
+            server,
+            admin_pass: None,
+        };
         let no = serde_json::Value::Null;
         Ok(match action {
             ServerAction::Reboot { hard } => {
@@ -670,51 +777,79 @@ impl Control {
                 } else {
                     (Action::RebootSoft, TaskState::Rebooting)
                 };
-                accepted(self.start_action(ctx, id, a, "reboot", serde_json::json!({ "hard": hard }), |s| {
-                    s.task_state = Some(task);
+                accepted(
+                    self.start_action(
+                        ctx,
+                        id,
+                        a,
+                        "reboot",
+                        serde_json::json!({ "hard": hard }),
+                        |s| {
+                            s.task_state = Some(task);
+                            Ok(())
+                        },
+                    )
+                    .await?,
+                )
+            }
+            ServerAction::Start => accepted(
+                self.start_action(ctx, id, Action::Start, "start", no, |s| {
+                    s.task_state = Some(TaskState::PoweringOn);
                     Ok(())
                 })
-                .await?)
-            }
-            ServerAction::Start => accepted(self.start_action(ctx, id, Action::Start, "start", no, |s| {
-                s.task_state = Some(TaskState::PoweringOn);
-                Ok(())
-            })
-            .await?),
-            ServerAction::Stop => accepted(self.start_action(ctx, id, Action::Stop, "stop", no, |s| {
-                s.task_state = Some(TaskState::PoweringOff);
-                s.progress = 0;
-                Ok(())
-            })
-            .await?),
-            ServerAction::Pause => accepted(self.start_action(ctx, id, Action::Pause, "pause", no, |s| {
-                s.task_state = Some(TaskState::Pausing);
-                Ok(())
-            })
-            .await?),
-            ServerAction::Unpause => accepted(self.start_action(ctx, id, Action::Unpause, "unpause", no, |s| {
-                s.task_state = Some(TaskState::Unpausing);
-                Ok(())
-            })
-            .await?),
-            ServerAction::Suspend => accepted(self.start_action(ctx, id, Action::Suspend, "suspend", no, |s| {
-                s.task_state = Some(TaskState::Suspending);
-                Ok(())
-            })
-            .await?),
-            ServerAction::Resume => accepted(self.start_action(ctx, id, Action::Resume, "resume", no, |s| {
-                s.task_state = Some(TaskState::Resuming);
-                Ok(())
-            })
-            .await?),
+                .await?,
+            ),
+            ServerAction::Stop => accepted(
+                self.start_action(ctx, id, Action::Stop, "stop", no, |s| {
+                    s.task_state = Some(TaskState::PoweringOff);
+                    s.progress = 0;
+                    Ok(())
+                })
+                .await?,
+            ),
+            ServerAction::Pause => accepted(
+                self.start_action(ctx, id, Action::Pause, "pause", no, |s| {
+                    s.task_state = Some(TaskState::Pausing);
+                    Ok(())
+                })
+                .await?,
+            ),
+            ServerAction::Unpause => accepted(
+                self.start_action(ctx, id, Action::Unpause, "unpause", no, |s| {
+                    s.task_state = Some(TaskState::Unpausing);
+                    Ok(())
+                })
+                .await?,
+            ),
+            ServerAction::Suspend => accepted(
+                self.start_action(ctx, id, Action::Suspend, "suspend", no, |s| {
+                    s.task_state = Some(TaskState::Suspending);
+                    Ok(())
+                })
+                .await?,
+            ),
+            ServerAction::Resume => accepted(
+                self.start_action(ctx, id, Action::Resume, "resume", no, |s| {
+                    s.task_state = Some(TaskState::Resuming);
+                    Ok(())
+                })
+                .await?,
+            ),
             ServerAction::Resize { flavor_id } => {
                 let current = self.server_get(ctx, id).await?;
-                let flavor = self.flavor_for_boot(ctx, &flavor_id).await.map_err(|e| match e {
-                    Error::NotFound(_) => Error::invalid(format!("Unable to find flavor {flavor_id}")),
-                    e => e,
-                })?;
+                let flavor = self
+                    .flavor_for_boot(ctx, &flavor_id)
+                    .await
+                    .map_err(|e| match e {
+                        Error::NotFound(_) => {
+                            Error::invalid(format!("Unable to find flavor {flavor_id}"))
+                        }
+                        e => e,
+                    })?;
                 if flavor.id == current.flavor.id {
-                    return Err(Error::invalid("When resizing, instances must change flavor!"));
+                    return Err(Error::invalid(
+                        "When resizing, instances must change flavor!",
+                    ));
                 }
                 if flavor.disk_gb < current.flavor.disk_gb && flavor.disk_gb != 0 {
                     return Err(Error::invalid("Resize error: Unable to resize disk down."));
@@ -724,12 +859,14 @@ impl Control {
                     "flavor": snapshot,
                     "was_stopped": current.vm_state == VmState::Stopped,
                 });
-                accepted(self.start_action(ctx, id, Action::Resize, "resize", params, |s| {
-                    s.task_state = Some(TaskState::ResizePrep);
-                    s.progress = 0;
-                    Ok(())
-                })
-                .await?)
+                accepted(
+                    self.start_action(ctx, id, Action::Resize, "resize", params, |s| {
+                        s.task_state = Some(TaskState::ResizePrep);
+                        s.progress = 0;
+                        Ok(())
+                    })
+                    .await?,
+                )
             }
             ServerAction::ConfirmResize => accepted(
                 self.start_action(ctx, id, Action::ConfirmResize, "confirmResize", no, |s| {
@@ -746,10 +883,13 @@ impl Control {
                 .await?,
             ),
             ServerAction::Rebuild(rb) => {
-                let image = self.image_get(ctx, rb.image_id).await.map_err(|e| match e {
-                    Error::NotFound(_) => Error::invalid("Cannot find requested image"),
-                    e => e,
-                })?;
+                let image = self
+                    .image_get(ctx, rb.image_id)
+                    .await
+                    .map_err(|e| match e {
+                        Error::NotFound(_) => Error::invalid("Cannot find requested image"),
+                        e => e,
+                    })?;
                 if image.status != ImageStatus::Active {
                     return Err(Error::invalid(format!("Image {} is not active.", image.id)));
                 }
@@ -771,7 +911,10 @@ impl Control {
                     None => None,
                 };
                 let admin_pass = rb.admin_pass.clone().or_else(|| {
-                    self.inner.config.enable_instance_password.then(generate_password)
+                    self.inner
+                        .config
+                        .enable_instance_password
+                        .then(generate_password)
                 });
                 let params = serde_json::json!({ "image_id": rb.image_id });
                 let (server, _) = self
@@ -811,7 +954,9 @@ impl Control {
                 validate_metadata(&metadata)?;
                 let server = self.server_get(ctx, id).await?;
                 Self::check(ctx, &server, Action::CreateImage)?;
-                let image = self.image_create_snapshot_record(ctx, &server, &name, metadata).await?;
+                let image = self
+                    .image_create_snapshot_record(ctx, &server, &name, metadata)
+                    .await?;
                 let params = serde_json::json!({ "image_id": image.id });
                 let started = self
                     .start_action(ctx, id, Action::CreateImage, "createImage", params, |s| {
@@ -828,20 +973,38 @@ impl Control {
             }
             ServerAction::ChangePassword { admin_pass } => {
                 if admin_pass.is_empty() {
-                    return Err(Error::invalid("Invalid input for field/attribute adminPass."));
+                    return Err(Error::invalid(
+                        "Invalid input for field/attribute adminPass.",
+                    ));
                 }
                 let params = serde_json::json!({ "password": admin_pass });
-                accepted(self.start_action(ctx, id, Action::ChangePassword, "changePassword", params, |s| {
-                    s.task_state = Some(TaskState::UpdatingPassword);
-                    Ok(())
-                })
-                .await?)
+                accepted(
+                    self.start_action(
+                        ctx,
+                        id,
+                        Action::ChangePassword,
+                        "changePassword",
+                        params,
+                        |s| {
+                            s.task_state = Some(TaskState::UpdatingPassword);
+                            Ok(())
+                        },
+                    )
+                    .await?,
+                )
             }
             ServerAction::Lock { reason } => {
-                let by = if ctx.is_admin() { LockedBy::Admin } else { LockedBy::Owner };
+                let by = if ctx.is_admin() {
+                    LockedBy::Admin
+                } else {
+                    LockedBy::Owner
+                };
                 let server = self.server_get(ctx, id).await?;
                 if Self::check(ctx, &server, Action::Lock)? == Decision::Ignore {
-                    return Ok(ActionOutcome::Accepted { server, admin_pass: None });
+                    return Ok(ActionOutcome::Accepted {
+                        server,
+                        admin_pass: None,
+                    });
                 }
                 let server = self
                     .mutate_server(id, |s| {
@@ -851,13 +1014,20 @@ impl Control {
                         Ok(true)
                     })
                     .await?;
-                self.record_api_action(ctx, &server, "lock", "api_lock").await?;
-                ActionOutcome::Accepted { server, admin_pass: None }
+                self.record_api_action(ctx, &server, "lock", "api_lock")
+                    .await?;
+                ActionOutcome::Accepted {
+                    server,
+                    admin_pass: None,
+                }
             }
             ServerAction::Unlock => {
                 let server = self.server_get(ctx, id).await?;
                 if Self::check(ctx, &server, Action::Unlock)? == Decision::Ignore {
-                    return Ok(ActionOutcome::Accepted { server, admin_pass: None });
+                    return Ok(ActionOutcome::Accepted {
+                        server,
+                        admin_pass: None,
+                    });
                 }
                 if server.locked_by == Some(LockedBy::Admin) && !ctx.is_admin() {
                     return Err(Error::Forbidden(
@@ -873,8 +1043,12 @@ impl Control {
                         Ok(true)
                     })
                     .await?;
-                self.record_api_action(ctx, &server, "unlock", "api_unlock").await?;
-                ActionOutcome::Accepted { server, admin_pass: None }
+                self.record_api_action(ctx, &server, "unlock", "api_unlock")
+                    .await?;
+                ActionOutcome::Accepted {
+                    server,
+                    admin_pass: None,
+                }
             }
             ServerAction::ForceDelete => {
                 let server = self.server_get(ctx, id).await?;
@@ -884,17 +1058,28 @@ impl Control {
                         server.vm_state
                     )));
                 }
-                accepted(self.start_action(ctx, id, Action::ForceDelete, "forceDelete", serde_json::json!({"soft": false}), |s| {
-                    s.task_state = Some(TaskState::Deleting);
+                accepted(
+                    self.start_action(
+                        ctx,
+                        id,
+                        Action::ForceDelete,
+                        "forceDelete",
+                        serde_json::json!({"soft": false}),
+                        |s| {
+                            s.task_state = Some(TaskState::Deleting);
+                            Ok(())
+                        },
+                    )
+                    .await?,
+                )
+            }
+            ServerAction::Restore => accepted(
+                self.start_action(ctx, id, Action::Restore, "restore", no, |s| {
+                    s.task_state = Some(TaskState::Restoring);
                     Ok(())
                 })
-                .await?)
-            }
-            ServerAction::Restore => accepted(self.start_action(ctx, id, Action::Restore, "restore", no, |s| {
-                s.task_state = Some(TaskState::Restoring);
-                Ok(())
-            })
-            .await?),
+                .await?,
+            ),
             ServerAction::ResetState { state } => {
                 if !ctx.is_admin() {
                     return Err(Error::Forbidden("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.".into()));
@@ -910,14 +1095,24 @@ impl Control {
                         Ok(true)
                     })
                     .await?;
-                self.record_api_action(ctx, &server, "resetState", "api_reset_state").await?;
-                ActionOutcome::Accepted { server, admin_pass: None }
+                self.record_api_action(ctx, &server, "resetState", "api_reset_state")
+                    .await?;
+                ActionOutcome::Accepted {
+                    server,
+                    admin_pass: None,
+                }
             }
         })
     }
 
     /// Record an action that completes in the API (lock, unlock, ...) in the action log.
-    async fn record_api_action(&self, ctx: &Context, server: &Server, action: &str, event: &str) -> Result<()> {
+    async fn record_api_action(
+        &self,
+        ctx: &Context,
+        server: &Server,
+        action: &str,
+        event: &str,
+    ) -> Result<()> {
         let t = now();
         let op = Operation {
             state: OperationState::Succeeded,
@@ -952,7 +1147,10 @@ impl Control {
     ) -> Result<BTreeMap<String, String>> {
         Self::require_writer(ctx)?;
         validate_metadata(&md)?;
-        let limit = self.effective_quota(&ctx.project_id).await?.get("metadata_items");
+        let limit = self
+            .effective_quota(&ctx.project_id)
+            .await?
+            .get("metadata_items");
         let server = self
             .mutate_server_checked(ctx, id, Action::UpdateMetadata, |s| {
                 let mut next = if replace { BTreeMap::new() } else { s.metadata.clone() };
@@ -971,7 +1169,12 @@ impl Control {
         Ok(server.metadata)
     }
 
-    pub async fn server_metadata_delete(&self, ctx: &Context, id: ServerId, key: &str) -> Result<()> {
+    pub async fn server_metadata_delete(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+        key: &str,
+    ) -> Result<()> {
         Self::require_writer(ctx)?;
         self.mutate_server_checked(ctx, id, Action::UpdateMetadata, |s| {
             if s.metadata.remove(key).is_none() {
@@ -983,7 +1186,12 @@ impl Control {
         Ok(())
     }
 
-    pub async fn server_tags_set(&self, ctx: &Context, id: ServerId, tags: Vec<String>) -> Result<Vec<String>> {
+    pub async fn server_tags_set(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+        tags: Vec<String>,
+    ) -> Result<Vec<String>> {
         Self::require_writer(ctx)?;
         validate_tags(&tags)?;
         let mut uniq: Vec<String> = Vec::new();
@@ -1012,7 +1220,9 @@ impl Control {
                 return Ok(false);
             }
             if s.tags.len() >= MAX_TAGS {
-                return Err(Error::invalid(format!("The number of tags exceeded the per-server limit {MAX_TAGS}")));
+                return Err(Error::invalid(format!(
+                    "The number of tags exceeded the per-server limit {MAX_TAGS}"
+                )));
             }
             s.tags.push(tag.to_owned());
             added = true;
@@ -1037,7 +1247,13 @@ impl Control {
     }
 
     /// [`Control::mutate_server`] for a server the caller may see, gated by the action table.
-    async fn mutate_server_checked<F>(&self, ctx: &Context, id: ServerId, action: Action, mut f: F) -> Result<Server>
+    async fn mutate_server_checked<F>(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+        action: Action,
+        mut f: F,
+    ) -> Result<Server>
     where
         F: FnMut(&mut Server) -> Result<bool>,
     {
@@ -1084,13 +1300,27 @@ impl Control {
     }
 
     /// Console log tail.
-    pub async fn server_console_output(&self, ctx: &Context, id: ServerId, length: Option<u32>) -> Result<String> {
+    pub async fn server_console_output(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+        length: Option<u32>,
+    ) -> Result<String> {
         let server = self.server_get(ctx, id).await?;
         Self::check(ctx, &server, Action::ConsoleOutput)?;
-        let host = server.host_id.ok_or_else(|| {
-            Error::Conflict(format!("Instance {id} has not been created yet"))
-        })?;
-        match self.agent_call(host, AgentRequest::ConsoleOutput { server_id: id, length }).await {
+        let host = server
+            .host_id
+            .ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;
+        match self
+            .agent_call(
+                host,
+                AgentRequest::ConsoleOutput {
+                    server_id: id,
+                    length,
+                },
+            )
+            .await
+        {
             Ok(AgentReply::Console { output }) => Ok(output),
             Ok(other) => Err(Error::internal(format!("unexpected agent reply {other:?}"))),
             Err(Error::NotFound(_)) => Err(Error::Conflict(format!("Instance {id} is not ready"))),
@@ -1099,13 +1329,24 @@ impl Control {
     }
 
     /// Admin diagnostics.
-    pub async fn server_diagnostics(&self, ctx: &Context, id: ServerId) -> Result<(Server, nimbus_model::agent::Diagnostics)> {
+    pub async fn server_diagnostics(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+    ) -> Result<(Server, nimbus_model::agent::Diagnostics)> {
         if !ctx.is_admin() {
-            return Err(Error::Forbidden("Policy doesn't allow os_compute_api:os-server-diagnostics to be performed.".into()));
+            return Err(Error::Forbidden(
+                "Policy doesn't allow os_compute_api:os-server-diagnostics to be performed.".into(),
+            ));
         }
         let server = self.server_get(ctx, id).await?;
-        let host = server.host_id.ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;
-        match self.agent_call(host, AgentRequest::Diagnostics { server_id: id }).await {
+        let host = server
+            .host_id
+            .ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;
+        match self
+            .agent_call(host, AgentRequest::Diagnostics { server_id: id })
+            .await
+        {
             Ok(AgentReply::Diagnostics { diagnostics }) => Ok((server, diagnostics)),
             Ok(other) => Err(Error::internal(format!("unexpected agent reply {other:?}"))),
             Err(Error::NotFound(_)) => Err(Error::Conflict(format!("Instance {id} is not ready"))),
@@ -1114,13 +1355,22 @@ impl Control {
     }
 
     /// A VNC console for the server.
-    pub async fn server_vnc_console(&self, ctx: &Context, id: ServerId) -> Result<nimbus_model::agent::VncConsole> {
+    pub async fn server_vnc_console(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+    ) -> Result<nimbus_model::agent::VncConsole> {
         let server = self.server_get(ctx, id).await?;
         if server.vm_state != VmState::Active && server.vm_state != VmState::Paused {
             return Err(Error::Conflict(format!("Instance {id} is not ready")));
         }
-        let host = server.host_id.ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;
-        match self.agent_call(host, AgentRequest::VncConsole { server_id: id }).await? {
+        let host = server
+            .host_id
+            .ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;
+        match self
+            .agent_call(host, AgentRequest::VncConsole { server_id: id })
+            .await?
+        {
             AgentReply::Vnc { console } => Ok(console),
             other => Err(Error::internal(format!("unexpected agent reply {other:?}"))),
         }
@@ -1161,13 +1411,21 @@ impl Control {
     }
 
     /// Load the op's server; abort the op if it is being deleted (unless `deleting_ok`).
-    async fn step_server(&self, op: &Operation, deleting_ok: bool) -> Result<std::result::Result<Server, Flow>> {
+    async fn step_server(
+        &self,
+        op: &Operation,
+        deleting_ok: bool,
+    ) -> Result<std::result::Result<Server, Flow>> {
         let s = match self.inner.store.server_get(op.server_id).await? {
             Some(s) => s,
             None => return Ok(Err(Flow::Abort("server vanished".into()))),
         };
         if !deleting_ok
-            && (s.deleted || matches!(s.task_state, Some(TaskState::Deleting | TaskState::SoftDeleting)))
+            && (s.deleted
+                || matches!(
+                    s.task_state,
+                    Some(TaskState::Deleting | TaskState::SoftDeleting)
+                ))
         {
             return Ok(Err(Flow::Abort("server is being deleted".into())));
         }
@@ -1175,7 +1433,8 @@ impl Control {
     }
 
     fn host_of(s: &Server) -> Result<HostId> {
-        s.host_id.ok_or_else(|| Error::Conflict(format!("Instance {} has no host", s.id)))
+        s.host_id
+            .ok_or_else(|| Error::Conflict(format!("Instance {} has no host", s.id)))
     }
 
     /// Write the end state of an action unless a delete overtook it.
@@ -1185,7 +1444,12 @@ impl Control {
     {
         let mut aborted = false;
         self.mutate_server(op.server_id, |s| {
-            if s.deleted || matches!(s.task_state, Some(TaskState::Deleting | TaskState::SoftDeleting)) {
+            if s.deleted
+                || matches!(
+                    s.task_state,
+                    Some(TaskState::Deleting | TaskState::SoftDeleting)
+                )
+            {
                 aborted = true;
                 return Ok(false);
             }
@@ -1193,7 +1457,11 @@ impl Control {
             Ok(true)
         })
         .await?;
-        Ok(if aborted { Flow::Abort("server is being deleted".into()) } else { Flow::Continue })
+        Ok(if aborted {
+            Flow::Abort("server is being deleted".into())
+        } else {
+            Flow::Continue
+        })
     }
 }
 
@@ -1206,47 +1474,173 @@ fn power_of(reply: AgentReply) -> Result<PowerState> {
 
 macro_rules! step {
     ($name:literal, $event:expr, $run:path, $undo:expr, $fail:expr) => {
-        Step { name: $name, event: $event, run: |c, op| Box::pin($run(c, op)), undo: $undo, on_failure: $fail }
+        Step {
+            name: $name,
+            event: $event,
+            run: |c, op| Box::pin($run(c, op)),
+            undo: $undo,
+            on_failure: $fail,
+        }
     };
 }
 
 const CREATE: &[Step] = &[
-    step!("schedule", Some("conductor_schedule_and_build_instances"), schedule, Some(|c, op| Box::pin(release_claim(c, op))), OnFailure::SetError),
-    step!("spawn", Some("compute__do_build_and_run_instance"), spawn, Some(|c, op| Box::pin(destroy_quietly(c, op))), OnFailure::SetError),
+    step!(
+        "schedule",
+        Some("conductor_schedule_and_build_instances"),
+        schedule,
+        Some(|c, op| Box::pin(release_claim(c, op))),
+        OnFailure::SetError
+    ),
+    step!(
+        "spawn",
+        Some("compute__do_build_and_run_instance"),
+        spawn,
+        Some(|c, op| Box::pin(destroy_quietly(c, op))),
+        OnFailure::SetError
+    ),
     step!("activate", None, activate, None, OnFailure::SetError),
 ];
 const DELETE: &[Step] = &[
-    step!("destroy", Some("compute_terminate_instance"), destroy, None, OnFailure::SetError),
+    step!(
+        "destroy",
+        Some("compute_terminate_instance"),
+        destroy,
+        None,
+        OnFailure::SetError
+    ),
     step!("release", None, delete_release, None, OnFailure::SetError),
-    step!("mark_deleted", None, mark_deleted, None, OnFailure::SetError),
+    step!(
+        "mark_deleted",
+        None,
+        mark_deleted,
+        None,
+        OnFailure::SetError
+    ),
 ];
-const REBOOT: &[Step] = &[
-    step!("reboot", Some("compute_reboot_instance"), reboot, None, OnFailure::SetError),
-];
-const STOP: &[Step] = &[step!("power_off", Some("compute_stop_instance"), power_off, None, OnFailure::RevertTask)];
-const START: &[Step] = &[step!("power_on", Some("compute_start_instance"), power_on, None, OnFailure::RevertTask)];
-const PAUSE: &[Step] = &[step!("pause", Some("compute_pause_instance"), pause, None, OnFailure::RevertTask)];
-const UNPAUSE: &[Step] = &[step!("unpause", Some("compute_unpause_instance"), unpause, None, OnFailure::RevertTask)];
-const SUSPEND: &[Step] = &[step!("suspend", Some("compute_suspend_instance"), suspend, None, OnFailure::RevertTask)];
-const RESUME: &[Step] = &[step!("resume", Some("compute_resume_instance"), resume, None, OnFailure::RevertTask)];
+const REBOOT: &[Step] = &[step!(
+    "reboot",
+    Some("compute_reboot_instance"),
+    reboot,
+    None,
+    OnFailure::SetError
+)];
+const STOP: &[Step] = &[step!(
+    "power_off",
+    Some("compute_stop_instance"),
+    power_off,
+    None,
+    OnFailure::RevertTask
+)];
+const START: &[Step] = &[step!(
+    "power_on",
+    Some("compute_start_instance"),
+    power_on,
+    None,
+    OnFailure::RevertTask
+)];
+const PAUSE: &[Step] = &[step!(
+    "pause",
+    Some("compute_pause_instance"),
+    pause,
+    None,
+    OnFailure::RevertTask
+)];
+const UNPAUSE: &[Step] = &[step!(
+    "unpause",
+    Some("compute_unpause_instance"),
+    unpause,
+    None,
+    OnFailure::RevertTask
+)];
+const SUSPEND: &[Step] = &[step!(
+    "suspend",
+    Some("compute_suspend_instance"),
+    suspend,
+    None,
+    OnFailure::RevertTask
+)];
+const RESUME: &[Step] = &[step!(
+    "resume",
+    Some("compute_resume_instance"),
+    resume,
+    None,
+    OnFailure::RevertTask
+)];
 const RESIZE: &[Step] = &[
-    step!("claim", Some("compute_prep_resize"), resize_claim, None, OnFailure::RevertTask),
-    step!("resize", Some("compute_resize_instance"), resize_on_host, Some(|c, op| Box::pin(resize_unclaim(c, op))), OnFailure::SetError),
-    step!("finish", Some("compute_finish_resize"), resize_finish, None, OnFailure::SetError),
+    step!(
+        "claim",
+        Some("compute_prep_resize"),
+        resize_claim,
+        None,
+        OnFailure::RevertTask
+    ),
+    step!(
+        "resize",
+        Some("compute_resize_instance"),
+        resize_on_host,
+        Some(|c, op| Box::pin(resize_unclaim(c, op))),
+        OnFailure::SetError
+    ),
+    step!(
+        "finish",
+        Some("compute_finish_resize"),
+        resize_finish,
+        None,
+        OnFailure::SetError
+    ),
 ];
-const CONFIRM_RESIZE: &[Step] = &[step!("confirm", Some("compute_confirm_resize"), confirm_resize, None, OnFailure::SetError)];
+const CONFIRM_RESIZE: &[Step] = &[step!(
+    "confirm",
+    Some("compute_confirm_resize"),
+    confirm_resize,
+    None,
+    OnFailure::SetError
+)];
 const REVERT_RESIZE: &[Step] = &[
-    step!("revert", Some("compute_revert_resize"), revert_resize, None, OnFailure::SetError),
-    step!("finish", Some("compute_finish_revert_resize"), revert_finish, None, OnFailure::SetError),
+    step!(
+        "revert",
+        Some("compute_revert_resize"),
+        revert_resize,
+        None,
+        OnFailure::SetError
+    ),
+    step!(
+        "finish",
+        Some("compute_finish_revert_resize"),
+        revert_finish,
+        None,
+        OnFailure::SetError
+    ),
 ];
-const REBUILD: &[Step] = &[step!("rebuild", Some("compute_rebuild_instance"), rebuild, None, OnFailure::SetError)];
-const CREATE_IMAGE: &[Step] = &[
-    step!("snapshot", Some("compute_snapshot_instance"), snapshot, Some(|c, op| Box::pin(snapshot_undo(c, op))), OnFailure::RevertTask),
-];
-const CHANGE_PASSWORD: &[Step] = &[
-    step!("set_password", Some("compute_set_admin_password"), set_password, None, OnFailure::RevertTask),
-];
-const RESTORE: &[Step] = &[step!("restore", Some("compute_restore_instance"), restore, None, OnFailure::SetError)];
+const REBUILD: &[Step] = &[step!(
+    "rebuild",
+    Some("compute_rebuild_instance"),
+    rebuild,
+    None,
+    OnFailure::SetError
+)];
+const CREATE_IMAGE: &[Step] = &[step!(
+    "snapshot",
+    Some("compute_snapshot_instance"),
+    snapshot,
+    Some(|c, op| Box::pin(snapshot_undo(c, op))),
+    OnFailure::RevertTask
+)];
+const CHANGE_PASSWORD: &[Step] = &[step!(
+    "set_password",
+    Some("compute_set_admin_password"),
+    set_password,
+    None,
+    OnFailure::RevertTask
+)];
+const RESTORE: &[Step] = &[step!(
+    "restore",
+    Some("compute_restore_instance"),
+    restore,
+    None,
+    OnFailure::SetError
+)];
 
 /// The step plan of an action, by its operation name.
 pub(crate) fn plan(action: &str) -> Option<&'static [Step]> {
@@ -1280,17 +1674,30 @@ async fn schedule(c: &Control, op: &Operation) -> Result<Flow> {
         // Resumed after the claim was recorded.
         return Ok(Flow::Continue);
     }
-    let forced = op.params.get("forced_host").and_then(|h| h.as_str()).map(str::to_owned);
+    let forced = op
+        .params
+        .get("forced_host")
+        .and_then(|h| h.as_str())
+        .map(str::to_owned);
     let host = c.schedule(&s, forced.as_deref()).await?;
     let mut aborted = false;
     c.mutate_server(s.id, |srv| {
-        if srv.deleted || matches!(srv.task_state, Some(TaskState::Deleting | TaskState::SoftDeleting)) {
+        if srv.deleted
+            || matches!(
+                srv.task_state,
+                Some(TaskState::Deleting | TaskState::SoftDeleting)
+            )
+        {
             aborted = true;
             return Ok(false);
         }
         srv.host_id = Some(host.id);
         srv.host = Some(host.name.clone());
-        srv.availability_zone = Some(srv.availability_zone.clone().unwrap_or_else(|| host.availability_zone.clone()));
+        srv.availability_zone = Some(
+            srv.availability_zone
+                .clone()
+                .unwrap_or_else(|| host.availability_zone.clone()),
+        );
         srv.task_state = Some(TaskState::Spawning);
         Ok(true)
     })
@@ -1333,9 +1740,12 @@ async fn spawn(c: &Control, op: &Operation) -> Result<Flow> {
 async fn destroy_quietly(c: &Control, op: &Operation) -> Result<Flow> {
     if let Some(s) = c.inner.store.server_get(op.server_id).await?
         && let Some(host) = s.host_id
-            && let Err(e) = c.agent_call(host, AgentRequest::Destroy { server_id: s.id }).await {
-                tracing::warn!(server = %s.id, error = %e, "cleanup of failed build");
-            }
+        && let Err(e) = c
+            .agent_call(host, AgentRequest::Destroy { server_id: s.id })
+            .await
+    {
+        tracing::warn!(server = %s.id, error = %e, "cleanup of failed build");
+    }
     Ok(Flow::Continue)
 }
 
@@ -1356,10 +1766,17 @@ async fn destroy(c: &Control, op: &Operation) -> Result<Flow> {
         Ok(s) => s,
         Err(flow) => return Ok(flow),
     };
-    let soft = op.params.get("soft").and_then(|v| v.as_bool()).unwrap_or(false);
+    let soft = op
+        .params
+        .get("soft")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     if let Some(host) = s.host_id {
         let request = if soft {
-            AgentRequest::PowerOff { spec: c.instance_spec(&s).await?, timeout_secs: 0 }
+            AgentRequest::PowerOff {
+                spec: c.instance_spec(&s).await?,
+                timeout_secs: 0,
+            }
         } else {
             AgentRequest::Destroy { server_id: s.id }
         };
@@ -1373,14 +1790,23 @@ async fn destroy(c: &Control, op: &Operation) -> Result<Flow> {
 
 /// A soft-deleted server keeps its claim: it may be restored.
 async fn delete_release(c: &Control, op: &Operation) -> Result<Flow> {
-    if op.params.get("soft").and_then(|v| v.as_bool()).unwrap_or(false) {
+    if op
+        .params
+        .get("soft")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+    {
         return Ok(Flow::Continue);
     }
     release_claim(c, op).await
 }
 
 async fn mark_deleted(c: &Control, op: &Operation) -> Result<Flow> {
-    let soft = op.params.get("soft").and_then(|v| v.as_bool()).unwrap_or(false);
+    let soft = op
+        .params
+        .get("soft")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     c.mutate_server(op.server_id, |s| {
         if s.deleted {
             return Ok(false);
@@ -1404,7 +1830,11 @@ async fn mark_deleted(c: &Control, op: &Operation) -> Result<Flow> {
     Ok(Flow::Continue)
 }
 
-async fn host_call(c: &Control, op: &Operation, make: impl FnOnce(InstanceSpec) -> AgentRequest) -> Result<std::result::Result<(Server, PowerState), Flow>> {
+async fn host_call(
+    c: &Control,
+    op: &Operation,
+    make: impl FnOnce(InstanceSpec) -> AgentRequest,
+) -> Result<std::result::Result<(Server, PowerState), Flow>> {
     let s = match c.step_server(op, false).await? {
         Ok(s) => s,
         Err(flow) => return Ok(Err(flow)),
@@ -1434,29 +1864,78 @@ async fn simple_power_step(
 }
 
 async fn reboot(c: &Control, op: &Operation) -> Result<Flow> {
-    let hard = op.params.get("hard").and_then(|v| v.as_bool()).unwrap_or(false);
-    simple_power_step(c, op, |spec| AgentRequest::Reboot { spec, hard }, VmState::Active).await
+    let hard = op
+        .params
+        .get("hard")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    simple_power_step(
+        c,
+        op,
+        |spec| AgentRequest::Reboot { spec, hard },
+        VmState::Active,
+    )
+    .await
 }
 
 async fn power_off(c: &Control, op: &Operation) -> Result<Flow> {
     let timeout = c.inner.config.shutdown_timeout_secs;
-    simple_power_step(c, op, |spec| AgentRequest::PowerOff { spec, timeout_secs: timeout }, VmState::Stopped).await
+    simple_power_step(
+        c,
+        op,
+        |spec| AgentRequest::PowerOff {
+            spec,
+            timeout_secs: timeout,
+        },
+        VmState::Stopped,
+    )
+    .await
 }
 
 async fn power_on(c: &Control, op: &Operation) -> Result<Flow> {
-    simple_power_step(c, op, |spec| AgentRequest::PowerOn { spec }, VmState::Active).await
+    simple_power_step(
+        c,
+        op,
+        |spec| AgentRequest::PowerOn { spec },
+        VmState::Active,
+    )
+    .await
 }
 
 async fn pause(c: &Control, op: &Operation) -> Result<Flow> {
-    simple_power_step(c, op, |spec| AgentRequest::Pause { server_id: spec.server_id }, VmState::Paused).await
+    simple_power_step(
+        c,
+        op,
+        |spec| AgentRequest::Pause {
+            server_id: spec.server_id,
+        },
+        VmState::Paused,
+    )
+    .await
 }
 
 async fn unpause(c: &Control, op: &Operation) -> Result<Flow> {
-    simple_power_step(c, op, |spec| AgentRequest::Unpause { server_id: spec.server_id }, VmState::Active).await
+    simple_power_step(
+        c,
+        op,
+        |spec| AgentRequest::Unpause {
+            server_id: spec.server_id,
+        },
+        VmState::Active,
+    )
+    .await
 }
 
 async fn suspend(c: &Control, op: &Operation) -> Result<Flow> {
-    simple_power_step(c, op, |spec| AgentRequest::Suspend { server_id: spec.server_id }, VmState::Suspended).await
+    simple_power_step(
+        c,
+        op,
+        |spec| AgentRequest::Suspend {
+            server_id: spec.server_id,
+        },
+        VmState::Suspended,
+    )
+    .await
 }
 
 async fn resume(c: &Control, op: &Operation) -> Result<Flow> {
@@ -1464,7 +1943,13 @@ async fn resume(c: &Control, op: &Operation) -> Result<Flow> {
 }
 
 async fn restore(c: &Control, op: &Operation) -> Result<Flow> {
-    simple_power_step(c, op, |spec| AgentRequest::PowerOn { spec }, VmState::Active).await
+    simple_power_step(
+        c,
+        op,
+        |spec| AgentRequest::PowerOn { spec },
+        VmState::Active,
+    )
+    .await
 }
 
 fn target_flavor(op: &Operation) -> Result<nimbus_model::server::FlavorSnapshot> {
@@ -1481,21 +1966,27 @@ async fn resize_claim(c: &Control, op: &Operation) -> Result<Flow> {
     let host = Control::host_of(&s)?;
     // Resize in place: the claim grows on the same host (Nova's allow_resize_to_same_host).
     c.claim_on(host, &s, &flavor).await?;
-    c.finish_state(op, |srv| srv.task_state = Some(TaskState::ResizeMigrating)).await
+    c.finish_state(op, |srv| srv.task_state = Some(TaskState::ResizeMigrating))
+        .await
 }
 
 async fn resize_unclaim(c: &Control, op: &Operation) -> Result<Flow> {
     // Back to the old flavor's claim.
     if let Some(s) = c.inner.store.server_get(op.server_id).await?
-        && let Some(host) = s.host_id {
-            let _ = c.claim_on(host, &s, &s.flavor).await;
-        }
+        && let Some(host) = s.host_id
+    {
+        let _ = c.claim_on(host, &s, &s.flavor).await;
+    }
     Ok(Flow::Continue)
 }
 
 async fn resize_on_host(c: &Control, op: &Operation) -> Result<Flow> {
     let flavor = target_flavor(op)?;
-    let was_stopped = op.params.get("was_stopped").and_then(|v| v.as_bool()).unwrap_or(false);
+    let was_stopped = op
+        .params
+        .get("was_stopped")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     let s = match c.step_server(op, false).await? {
         Ok(s) => s,
         Err(flow) => return Ok(flow),
@@ -1507,10 +1998,22 @@ async fn resize_on_host(c: &Control, op: &Operation) -> Result<Flow> {
     spec.disk_gb = flavor.disk_gb;
     spec.ephemeral_gb = flavor.ephemeral_gb;
     spec.swap_mb = flavor.swap_mb;
-    let mut power = power_of(c.agent_call(host, AgentRequest::Resize { spec: spec.clone() }).await?)?;
+    let mut power = power_of(
+        c.agent_call(host, AgentRequest::Resize { spec: spec.clone() })
+            .await?,
+    )?;
     if was_stopped && power != PowerState::Shutdown {
         // Nova keeps a stopped server stopped through a resize.
-        power = power_of(c.agent_call(host, AgentRequest::PowerOff { spec, timeout_secs: 0 }).await?)?;
+        power = power_of(
+            c.agent_call(
+                host,
+                AgentRequest::PowerOff {
+                    spec,
+                    timeout_secs: 0,
+                },
+            )
+            .await?,
+        )?;
     }
     c.finish_state(op, |srv| {
         srv.task_state = Some(TaskState::ResizeFinish);
@@ -1539,10 +2042,15 @@ async fn confirm_resize(c: &Control, op: &Operation) -> Result<Flow> {
         Err(flow) => return Ok(flow),
     };
     let host = Control::host_of(&s)?;
-    c.agent_call(host, AgentRequest::ConfirmResize { server_id: s.id }).await?;
+    c.agent_call(host, AgentRequest::ConfirmResize { server_id: s.id })
+        .await?;
     c.finish_state(op, |srv| {
         srv.old_flavor = None;
-        srv.vm_state = if srv.power_state == PowerState::Shutdown { VmState::Stopped } else { VmState::Active };
+        srv.vm_state = if srv.power_state == PowerState::Shutdown {
+            VmState::Stopped
+        } else {
+            VmState::Active
+        };
         srv.task_state = None;
     })
     .await
@@ -1564,9 +2072,21 @@ async fn revert_resize(c: &Control, op: &Operation) -> Result<Flow> {
     spec.ephemeral_gb = old.ephemeral_gb;
     spec.swap_mb = old.swap_mb;
     let was_stopped = s.power_state == PowerState::Shutdown;
-    let mut power = power_of(c.agent_call(host, AgentRequest::RevertResize { spec: spec.clone() }).await?)?;
+    let mut power = power_of(
+        c.agent_call(host, AgentRequest::RevertResize { spec: spec.clone() })
+            .await?,
+    )?;
     if was_stopped && power != PowerState::Shutdown {
-        power = power_of(c.agent_call(host, AgentRequest::PowerOff { spec, timeout_secs: 0 }).await?)?;
+        power = power_of(
+            c.agent_call(
+                host,
+                AgentRequest::PowerOff {
+                    spec,
+                    timeout_secs: 0,
+                },
+            )
+            .await?,
+        )?;
     }
     // Shrink the claim back to the old flavor (always fits: it is smaller or equal to what
     // the server held).
@@ -1584,7 +2104,11 @@ async fn revert_resize(c: &Control, op: &Operation) -> Result<Flow> {
 
 async fn revert_finish(c: &Control, op: &Operation) -> Result<Flow> {
     c.finish_state(op, |s| {
-        s.vm_state = if s.power_state == PowerState::Shutdown { VmState::Stopped } else { VmState::Active };
+        s.vm_state = if s.power_state == PowerState::Shutdown {
+            VmState::Stopped
+        } else {
+            VmState::Active
+        };
         s.task_state = None;
     })
     .await
@@ -1598,12 +2122,28 @@ async fn rebuild(c: &Control, op: &Operation) -> Result<Flow> {
     let host = Control::host_of(&s)?;
     let was_stopped = s.vm_state == VmState::Stopped;
     let spec = c.instance_spec(&s).await?;
-    let mut power = power_of(c.agent_call(host, AgentRequest::Rebuild { spec: spec.clone() }).await?)?;
+    let mut power = power_of(
+        c.agent_call(host, AgentRequest::Rebuild { spec: spec.clone() })
+            .await?,
+    )?;
     if was_stopped && power != PowerState::Shutdown {
-        power = power_of(c.agent_call(host, AgentRequest::PowerOff { spec, timeout_secs: 0 }).await?)?;
+        power = power_of(
+            c.agent_call(
+                host,
+                AgentRequest::PowerOff {
+                    spec,
+                    timeout_secs: 0,
+                },
+            )
+            .await?,
+        )?;
     }
     c.finish_state(op, |srv| {
-        srv.vm_state = if was_stopped { VmState::Stopped } else { VmState::Active };
+        srv.vm_state = if was_stopped {
+            VmState::Stopped
+        } else {
+            VmState::Active
+        };
         srv.task_state = None;
         srv.power_state = power;
         srv.progress = 100;
@@ -1627,11 +2167,25 @@ async fn snapshot(c: &Control, op: &Operation) -> Result<Flow> {
     };
     let image_id = op_image(op)?;
     let host = Control::host_of(&s)?;
-    let (location, disk_format) = match c.agent_call(host, AgentRequest::Snapshot { server_id: s.id, image_id }).await? {
-        AgentReply::Snapshot { location, disk_format, .. } => (location, disk_format),
+    let (location, disk_format) = match c
+        .agent_call(
+            host,
+            AgentRequest::Snapshot {
+                server_id: s.id,
+                image_id,
+            },
+        )
+        .await?
+    {
+        AgentReply::Snapshot {
+            location,
+            disk_format,
+            ..
+        } => (location, disk_format),
         other => return Err(Error::internal(format!("unexpected agent reply {other:?}"))),
     };
-    c.image_import_file(image_id, std::path::Path::new(&location), &disk_format).await?;
+    c.image_import_file(image_id, std::path::Path::new(&location), &disk_format)
+        .await?;
     c.finish_state(op, |srv| srv.task_state = None).await
 }
 
@@ -1648,8 +2202,20 @@ async fn set_password(c: &Control, op: &Operation) -> Result<Flow> {
         Err(flow) => return Ok(flow),
     };
     let host = Control::host_of(&s)?;
-    let password = op.params.get("password").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
-    c.agent_call(host, AgentRequest::SetPassword { server_id: s.id, password }).await?;
+    let password = op
+        .params
+        .get("password")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
+    c.agent_call(
+        host,
+        AgentRequest::SetPassword {
+            server_id: s.id,
+            password,
+        },
+    )
+    .await?;
     c.finish_state(op, |srv| srv.task_state = None).await
 }
 
@@ -1658,10 +2224,15 @@ impl Control {
     pub(crate) async fn apply_agent_event(&self, event: nimbus_model::agent::AgentEvent) {
         use nimbus_model::agent::AgentEvent;
         match event {
-            AgentEvent::Progress { server_id, progress } => {
+            AgentEvent::Progress {
+                server_id,
+                progress,
+            } => {
                 let r = self
                     .mutate_server(server_id, |s| {
-                        if s.vm_state != VmState::Building && s.task_state != Some(TaskState::Rebuilding) {
+                        if s.vm_state != VmState::Building
+                            && s.task_state != Some(TaskState::Rebuilding)
+                        {
                             return Ok(false);
                         }
                         if s.progress >= progress {
@@ -1675,8 +2246,15 @@ impl Control {
                     tracing::debug!(server = %server_id, error = %e, "progress not recorded");
                 }
             }
-            AgentEvent::PowerState { server_id, power_state, reason } => {
-                if let Err(e) = self.power_state_changed(server_id, power_state, &reason).await {
+            AgentEvent::PowerState {
+                server_id,
+                power_state,
+                reason,
+            } => {
+                if let Err(e) = self
+                    .power_state_changed(server_id, power_state, &reason)
+                    .await
+                {
                     tracing::warn!(server = %server_id, error = %e, "power state event not applied");
                 }
             }
@@ -1686,7 +2264,12 @@ impl Control {
     /// A guest changed power state on its own. A running server whose guest stopped or
     /// crashed becomes SHUTOFF (Nova's power-state sync), with the cause in its action log
     /// and fault; an HA server is then started again.
-    async fn power_state_changed(&self, id: ServerId, power: PowerState, reason: &str) -> Result<()> {
+    async fn power_state_changed(
+        &self,
+        id: ServerId,
+        power: PowerState,
+        reason: &str,
+    ) -> Result<()> {
         let mut changed = false;
         let server = self
             .mutate_server(id, |s| {
@@ -1697,7 +2280,10 @@ impl Control {
                 }
                 s.power_state = power;
                 if matches!(power, PowerState::Shutdown | PowerState::Crashed)
-                    && matches!(s.vm_state, VmState::Active | VmState::Paused | VmState::Rescued | VmState::Resized)
+                    && matches!(
+                        s.vm_state,
+                        VmState::Active | VmState::Paused | VmState::Rescued | VmState::Resized
+                    )
                 {
                     s.vm_state = VmState::Stopped;
                     s.fault = Some(Fault {
@@ -1740,15 +2326,25 @@ impl Control {
                 result: Some("Error".into()),
                 traceback: Some(reason.to_owned()),
                 host: server.host.clone(),
-                details: Some(format!("power state {} reported by the hypervisor", power.as_str())),
+                details: Some(format!(
+                    "power state {} reported by the hypervisor",
+                    power.as_str()
+                )),
             })
             .await?;
         if server.ha {
             tracing::info!(server = %id, "HA server stopped unexpectedly; starting it again");
-            self.start_action(&ctx, id, Action::Start, "start", serde_json::Value::Null, |s| {
-                s.task_state = Some(TaskState::PoweringOn);
-                Ok(())
-            })
+            self.start_action(
+                &ctx,
+                id,
+                Action::Start,
+                "start",
+                serde_json::Value::Null,
+                |s| {
+                    s.task_state = Some(TaskState::PoweringOn);
+                    Ok(())
+                },
+            )
             .await?;
         }
         Ok(())
@@ -1761,7 +2357,10 @@ mod tests {
 
     #[test]
     fn hostnames_are_sanitized_like_nova() {
-        assert_eq!(sanitize_hostname("My Server_1.example"), "my-server-1-example");
+        assert_eq!(
+            sanitize_hostname("My Server_1.example"),
+            "my-server-1-example"
+        );
         assert_eq!(sanitize_hostname("--ab--"), "ab");
         assert_eq!(sanitize_hostname("ünïcode✓"), "ünïcode");
         assert_eq!(sanitize_hostname(&"x".repeat(80)).len(), 63);
@@ -1771,9 +2370,23 @@ mod tests {
     #[test]
     fn every_action_with_an_operation_has_a_plan() {
         for a in [
-            "create", "delete", "forceDelete", "reboot", "stop", "start", "pause", "unpause", "suspend",
-            "resume", "resize", "confirmResize", "revertResize", "rebuild", "createImage",
-            "changePassword", "restore",
+            "create",
+            "delete",
+            "forceDelete",
+            "reboot",
+            "stop",
+            "start",
+            "pause",
+            "unpause",
+            "suspend",
+            "resume",
+            "resize",
+            "confirmResize",
+            "revertResize",
+            "rebuild",
+            "createImage",
+            "changePassword",
+            "restore",
         ] {
             assert!(plan(a).is_some(), "{a}");
         }
@@ -1791,10 +2404,15 @@ mod tests {
         md.insert("k".to_owned(), "v".repeat(256));
         assert!(validate_metadata(&md).is_err());
         let mut md = BTreeMap::new();
-        md.insert("nimbus:fault".to_owned(), "crash-after:5s,reboot".to_owned());
+        md.insert(
+            "nimbus:fault".to_owned(),
+            "crash-after:5s,reboot".to_owned(),
+        );
         assert!(validate_metadata(&md).is_ok());
         md.insert("nimbus:fault".to_owned(), "boom".to_owned());
-        assert!(matches!(validate_metadata(&md), Err(Error::InvalidRequest(m)) if m.contains("boom")));
+        assert!(
+            matches!(validate_metadata(&md), Err(Error::InvalidRequest(m)) if m.contains("boom"))
+        );
         assert!(validate_tag("ok-tag").is_ok());
         assert!(validate_tag("a/b").is_err());
         assert!(validate_tag("a,b").is_err());

@@ -68,7 +68,11 @@ pub struct Server {
     pub metadata: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub security_groups: Vec<String>,
+    /// Where the server runs (the requested zone, or the chosen host's).
     pub availability_zone: Option<String>,
+    /// The zone the user asked for at create, if any (Nova `pinned_availability_zone`).
+    #[serde(default)]
+    pub pinned_availability_zone: Option<String>,
     pub host_id: Option<HostId>,
     /// Host name as the scheduler chose it (Nova `OS-EXT-SRV-ATTR:host`).
     pub host: Option<String>,

@@ -1,1 +1,195 @@
-fn main() {}
+//! `nimbus`: the service binary.
+//!
+//! - `nimbus serve`: API + control + in-process agent on an embedded SQLite database.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use nimbus::{Driver, ServeConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "nimbus",
+    version,
+    about = "A cloud compute service that speaks OpenStack"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (API, control, in-process agent).
+    Serve(ServeArgs),
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    nimbus_agent::fake::parse_duration(s)
+        .ok_or_else(|| format!("invalid duration '{s}' (use e.g. 500ms, 2s)"))
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "NIMBUS_LISTEN", default_value = "127.0.0.1:8774")]
+    listen: std::net::SocketAddr,
+    /// Base URL clients use to reach this service (default: from --listen).
+    #[arg(long, env = "NIMBUS_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Where the database, images and clouds.yaml live.
+    #[arg(long, env = "NIMBUS_DATA_DIR", default_value = "nimbus-data")]
+    data_dir: PathBuf,
+    /// Database URL (default: sqlite file in the data directory).
+    #[arg(long, env = "NIMBUS_DATABASE")]
+    database: Option<String>,
+    /// Admin password to set on first start (default: generated and written to clouds.yaml).
+    #[arg(long, env = "NIMBUS_ADMIN_PASSWORD")]
+    admin_password: Option<String>,
+    /// Set a new admin password (the given one, or a generated one) even if the admin exists.
+    #[arg(long)]
+    reset_admin_password: bool,
+    /// Run without an in-process agent.
+    #[arg(long)]
+    no_agent: bool,
+    /// Hypervisor driver of the in-process agent.
+    #[arg(long, env = "NIMBUS_DRIVER", default_value = "fake")]
+    driver: String,
+    /// Fake driver: time from spawn to running.
+    #[arg(long, env = "NIMBUS_FAKE_SPAWN_DELAY", default_value = "500ms", value_parser = parse_duration)]
+    fake_spawn_delay: Duration,
+    /// Fake driver: time for every other action.
+    #[arg(long, env = "NIMBUS_FAKE_ACTION_DELAY", default_value = "200ms", value_parser = parse_duration)]
+    fake_action_delay: Duration,
+    /// Fake driver: faults for every server (same syntax as the nimbus:fault metadata).
+    #[arg(long, env = "NIMBUS_FAKE_FAULTS", default_value = "")]
+    fake_faults: String,
+    /// Capacity of the in-process host.
+    #[arg(long, env = "NIMBUS_HOST_VCPUS", default_value_t = 64)]
+    host_vcpus: u32,
+    #[arg(long, env = "NIMBUS_HOST_RAM_MB", default_value_t = 256 * 1024)]
+    host_ram_mb: u64,
+    #[arg(long, env = "NIMBUS_HOST_DISK_GB", default_value_t = 10_000)]
+    host_disk_gb: u64,
+    #[arg(long, default_value_t = 16.0)]
+    cpu_allocation_ratio: f64,
+    #[arg(long, default_value_t = 1.5)]
+    ram_allocation_ratio: f64,
+    #[arg(long, default_value_t = 1.0)]
+    disk_allocation_ratio: f64,
+    /// Keep deleted servers restorable this long (enables soft delete, forceDelete/restore).
+    #[arg(long, value_parser = parse_duration)]
+    reclaim_interval: Option<Duration>,
+    /// Token lifetime.
+    #[arg(long, default_value = "3600s", value_parser = parse_duration)]
+    token_ttl: Duration,
+    /// Don't write clouds.yaml.
+    #[arg(long)]
+    no_clouds_yaml: bool,
+}
+
+fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
+    let mut cfg = ServeConfig {
+        listen: a.listen,
+        public_url: a.public_url.map(|u| u.trim_end_matches('/').to_owned()),
+        data_dir: a.data_dir,
+        database: a.database,
+        admin_password: a.admin_password,
+        reset_admin_password: a.reset_admin_password,
+        write_clouds_yaml: !a.no_clouds_yaml,
+        ..ServeConfig::default()
+    };
+    cfg.driver = if a.no_agent {
+        Driver::None
+    } else {
+        match a.driver.as_str() {
+            "fake" => Driver::Fake,
+            other => anyhow::bail!("unknown driver '{other}' (available: fake)"),
+        }
+    };
+    cfg.fake.spawn_delay = a.fake_spawn_delay;
+    cfg.fake.action_delay = a.fake_action_delay;
+    cfg.fake.faults = nimbus_agent::fake::parse_faults(&a.fake_faults)
+        .map_err(|e| anyhow::anyhow!("--fake-faults: {e}"))?;
+    cfg.fake.vcpus = a.host_vcpus;
+    cfg.fake.ram_mb = a.host_ram_mb;
+    cfg.fake.disk_gb = a.host_disk_gb;
+    cfg.fake.host_name = hostname();
+    cfg.host.cpu_allocation_ratio = a.cpu_allocation_ratio;
+    cfg.host.ram_allocation_ratio = a.ram_allocation_ratio;
+    cfg.host.disk_allocation_ratio = a.disk_allocation_ratio;
+    cfg.control.reclaim_interval = a.reclaim_interval;
+    cfg.control.token_ttl = a.token_ttl;
+    Ok(cfg)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "nimbus".into())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NIMBUS_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            let started = std::time::Instant::now();
+            let cfg = serve_config(args)?;
+            let data_dir = cfg.data_dir.clone();
+            let running = nimbus::start(cfg).await.context("starting nimbus")?;
+            tracing::info!(url = %running.public_url, elapsed_ms = started.elapsed().as_millis() as u64, "nimbus is serving");
+            if let Some(pw) = &running.admin_password {
+                println!("\nNimbus is up at {}.", running.public_url);
+                println!(
+                    "Admin user 'admin' (project '{}') has the generated password: {pw}",
+                    running.admin_project
+                );
+            } else {
+                println!("\nNimbus is up at {}.", running.public_url);
+            }
+            println!(
+                "Credentials are in {}/clouds.yaml (and ./clouds.yaml). Try:",
+                data_dir.display()
+            );
+            println!("  openstack --os-cloud nimbus server list\n");
+            let stop = running.shutdown_handle();
+            let control = running.control.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                control.shutdown();
+                let _ = stop.send(true);
+            });
+            running.wait().await?;
+            Ok(())
+        }
+    }
+}

@@ -69,6 +69,7 @@ pub fn server(project: &str, name: &str) -> Server {
         tags: Vec::new(),
         security_groups: vec!["default".into()],
         availability_zone: None,
+        pinned_availability_zone: None,
         host_id: None,
         host: None,
         vm_state: VmState::Building,

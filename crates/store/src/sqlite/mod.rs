@@ -117,10 +117,11 @@ impl SqliteStore {
         let path = PathBuf::from(path);
         tokio::task::spawn_blocking(move || {
             if let Some(dir) = path.parent()
-                && !dir.as_os_str().is_empty() {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| Error::internal(format!("create {}: {e}", dir.display())))?;
-                }
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::internal(format!("create {}: {e}", dir.display())))?;
+            }
             let mut writer = Connection::open(&path).map_err(db_err)?;
             let mode: String = writer
                 .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
