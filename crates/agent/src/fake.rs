@@ -12,7 +12,7 @@ use crate::hypervisor::{Hypervisor, SnapshotFile};
 use async_trait::async_trait;
 use nimbus_model::agent::{
     AgentEvent, CpuDetail, Diagnostics, DiskDetail, EventSink, HostInfo, InstanceSpec,
-    MemoryDetails, NicDetail, VncConsole,
+    MemoryDetails, NicDetail, NicSpec, VncConsole,
 };
 use nimbus_model::state::PowerState;
 use nimbus_model::{Error, ImageId, Result, ServerId};
@@ -603,6 +603,37 @@ impl Hypervisor for FakeDriver {
             old_shape: None,
         });
         Ok(vm.power)
+    }
+
+    async fn attach_nic(&self, id: ServerId, nic: &NicSpec) -> Result<()> {
+        self.pause_for(self.config.action_delay).await;
+        self.with_vm(id, |vm| {
+            if !vm.macs.contains(&nic.mac) {
+                vm.macs.push(nic.mac.clone());
+                vm.console.push(format!(
+                    "[ nimbus ] eth{}: link up ({})",
+                    vm.macs.len() - 1,
+                    nic.mac
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    async fn detach_nic(&self, id: ServerId, mac: &str) -> Result<()> {
+        self.pause_for(self.config.action_delay).await;
+        self.with_vm(id, |vm| {
+            vm.macs.retain(|m| m != mac);
+            Ok(())
+        })
+    }
+
+    async fn set_firewall(&self, id: ServerId, mac: &str, profile: &str) -> Result<()> {
+        self.with_vm(id, |vm| {
+            vm.console
+                .push(format!("[ nimbus ] firewall {profile} on {mac}"));
+            Ok(())
+        })
     }
 
     async fn list_instances(&self) -> Result<Vec<(ServerId, PowerState)>> {

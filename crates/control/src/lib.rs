@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod keypairs;
+pub mod networks;
 pub mod quotas;
 pub mod reconcile;
 pub mod scheduler;
@@ -57,6 +58,10 @@ pub struct Config {
     pub default_availability_zone: String,
     /// Generate an admin password for new servers (Nova `enable_instance_password`).
     pub enable_instance_password: bool,
+    /// IPv4 pool of the public network every server joins.
+    pub public_cidr: String,
+    /// IPv6 prefix of the public network (EUI-64 addresses), if any.
+    pub public_cidr6: Option<String>,
 }
 
 impl Default for Config {
@@ -76,6 +81,8 @@ impl Default for Config {
             service_down_time: Duration::from_secs(60),
             default_availability_zone: "nova".into(),
             enable_instance_password: true,
+            public_cidr: "10.0.0.0/16".into(),
+            public_cidr6: Some("fd00:6e69:6d62::/64".into()),
         }
     }
 }
@@ -126,6 +133,8 @@ impl Control {
     /// Start the engine (resuming operations a previous process left unfinished) and the
     /// reconcilers.
     pub async fn start(&self) -> Result<()> {
+        self.ensure_public_network().await?;
+        self.activate_pending_networks().await?;
         self.engine_start().await?;
         reconcile::spawn_all(self.clone());
         Ok(())

@@ -368,7 +368,7 @@ impl Control {
         self.inner.store.servers_list(q.filter, q.page).await
     }
 
-    fn require_writer(ctx: &Context) -> Result<()> {
+    pub(crate) fn require_writer(ctx: &Context) -> Result<()> {
         if ctx.can_write() {
             Ok(())
         } else {
@@ -455,17 +455,39 @@ impl Control {
             ),
             None => None,
         };
-        if let NetworkRequest::List(nics) = &req.networks {
-            for nic in nics {
-                if let Some(net) = &nic.network_id {
-                    // No network model in this build yet beyond none/auto.
-                    return Err(Error::invalid(format!("Network {net} could not be found.")));
+        // What the create plan's network step will allocate, stored with the operation.
+        let network_request = match &req.networks {
+            NetworkRequest::Auto => serde_json::json!("auto"),
+            NetworkRequest::None => serde_json::json!("none"),
+            NetworkRequest::List(nics) => {
+                let mut items = Vec::new();
+                for nic in nics {
+                    if let Some(port) = &nic.port_id {
+                        // Deviation: Nimbus has no ports API yet, only networks.
+                        return Err(Error::invalid(format!("Port {port} could not be found.")));
+                    }
+                    let Some(net) = &nic.network_id else {
+                        return Err(Error::invalid("A network request needs a network uuid."));
+                    };
+                    let found = match net.parse::<NetworkId>() {
+                        Ok(id) => self.network_get(ctx, id).await.ok(),
+                        Err(_) => None,
+                    };
+                    let Some(found) = found else {
+                        return Err(Error::invalid(format!("Network {net} could not be found.")));
+                    };
+                    if let Some(ip) = &nic.fixed_ip {
+                        ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                            Error::invalid(format!("Invalid fixed IP address {ip}."))
+                        })?;
+                    }
+                    items.push(
+                        serde_json::json!({"network_id": found.id, "fixed_ip": nic.fixed_ip}),
+                    );
                 }
-                if let Some(port) = &nic.port_id {
-                    return Err(Error::invalid(format!("Port {port} could not be found.")));
-                }
+                serde_json::Value::Array(items)
             }
-        }
+        };
         let (az, forced_host) = match &req.availability_zone {
             Some(az) if az.contains(':') => {
                 if !ctx.is_admin() {
@@ -580,10 +602,11 @@ impl Control {
                 deleted_at: None,
                 deleted: false,
                 generation: 1,
+                nics: Vec::new(),
             };
             let params = serde_json::json!({
                 "forced_host": forced_host,
-                "networks": match &req.networks { NetworkRequest::None => "none", _ => "auto" },
+                "networks": network_request,
             });
             ops.push(self.new_operation(ctx, &server, "create", params));
             servers.push(server);
@@ -1395,6 +1418,10 @@ impl Control {
             },
             None => None,
         };
+        let mut nics = Vec::with_capacity(s.nics.len());
+        for nic in &s.nics {
+            nics.push(self.nic_spec(nic).await?);
+        }
         Ok(InstanceSpec {
             server_id: s.id,
             name: s.name.clone(),
@@ -1407,7 +1434,7 @@ impl Control {
             image,
             user_data: s.user_data.clone(),
             metadata: s.metadata.clone(),
-            nics: Vec::new(),
+            nics,
             volumes: Vec::new(),
         })
     }
@@ -1492,6 +1519,13 @@ const CREATE: &[Step] = &[
         Some("conductor_schedule_and_build_instances"),
         schedule,
         Some(|c, op| Box::pin(release_claim(c, op))),
+        OnFailure::SetError
+    ),
+    step!(
+        "allocate_networks",
+        None,
+        allocate_networks,
+        Some(|c, op| Box::pin(release_nics(c, op))),
         OnFailure::SetError
     ),
     step!(
@@ -1791,6 +1825,25 @@ async fn destroy(c: &Control, op: &Operation) -> Result<Flow> {
 }
 
 /// A soft-deleted server keeps its claim: it may be restored.
+async fn allocate_networks(c: &Control, op: &Operation) -> Result<Flow> {
+    let s = match c.step_server(op, false).await? {
+        Ok(s) => s,
+        Err(flow) => return Ok(flow),
+    };
+    let request = op
+        .params
+        .get("networks")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    c.allocate_server_nics(&s, &request).await?;
+    Ok(Flow::Continue)
+}
+
+async fn release_nics(c: &Control, op: &Operation) -> Result<Flow> {
+    c.inner.store.nics_release(op.server_id).await?;
+    Ok(Flow::Continue)
+}
+
 async fn delete_release(c: &Control, op: &Operation) -> Result<Flow> {
     if op
         .params
@@ -1800,6 +1853,7 @@ async fn delete_release(c: &Control, op: &Operation) -> Result<Flow> {
     {
         return Ok(Flow::Continue);
     }
+    c.inner.store.nics_release(op.server_id).await?;
     release_claim(c, op).await
 }
 

@@ -101,6 +101,14 @@ uuid_id!(
     /// A server group.
     ServerGroupId
 );
+uuid_id!(
+    /// A network.
+    NetworkId
+);
+uuid_id!(
+    /// A network interface (NIC).
+    NicId
+);
 
 string_id!(
     /// A flavor id: Nova accepts any string ("1", "m1.tiny", a UUID).

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod ids;
 pub mod image;
 pub mod keypair;
+pub mod network;
 pub mod operation;
 pub mod quota;
 pub mod server;

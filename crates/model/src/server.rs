@@ -103,6 +103,10 @@ pub struct Server {
     pub deleted: bool,
     /// Bumped by every write; guards conditional updates.
     pub generation: i64,
+    /// Network interfaces, ordered by ordinal. Owned by the NIC table: filled on read,
+    /// never written with the server.
+    #[serde(default, skip_serializing)]
+    pub nics: Vec<crate::network::Nic>,
 }
 
 impl Server {

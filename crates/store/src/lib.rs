@@ -17,6 +17,7 @@ mod hosts;
 mod identity;
 mod images;
 mod keypairs;
+mod networks;
 mod operations;
 mod quotas;
 mod server_groups;
@@ -28,6 +29,7 @@ pub use hosts::{Claim, ClaimOutcome, GroupConstraint, HostStore};
 pub use identity::IdentityStore;
 pub use images::ImageStore;
 pub use keypairs::KeypairStore;
+pub use networks::{NetworkStore, NicAllocation};
 pub use operations::OperationStore;
 pub use quotas::QuotaStore;
 pub use server_groups::ServerGroupStore;
@@ -41,6 +43,7 @@ pub trait Store:
     + ImageStore
     + IdentityStore
     + KeypairStore
+    + NetworkStore
     + OperationStore
     + QuotaStore
     + HostStore
@@ -57,6 +60,7 @@ impl<T> Store for T where
         + ImageStore
         + IdentityStore
         + KeypairStore
+        + NetworkStore
         + OperationStore
         + QuotaStore
         + HostStore

@@ -1067,3 +1067,135 @@ async fn restart_resumes_operations_in_flight() {
     );
     c.wait_status(&a, &settled, "SHUTOFF").await;
 }
+
+#[tokio::test]
+async fn servers_join_networks_and_show_addresses() {
+    let c = Cloud::start().await;
+    let a = &c.admin.mv("2.37");
+    let img = c.image(a, "img", b"x").await;
+    let id = c.server(a, "vm", &img, json!({})).await;
+    let s = c.wait_status(a, &id, "ACTIVE").await;
+    let public = s["addresses"]["public"].as_array().unwrap();
+    assert_eq!(public.len(), 2, "an IPv4 and an EUI-64 IPv6 address: {s}");
+    assert_eq!(public[0]["version"], 4);
+    assert!(public[0]["addr"].as_str().unwrap().starts_with("10.0."));
+    assert_eq!(public[0]["OS-EXT-IPS:type"], "fixed");
+    let mac = public[0]["OS-EXT-IPS-MAC:mac_addr"].as_str().unwrap();
+    assert!(mac.starts_with("fa:16:3e:"));
+    assert_eq!(public[1]["version"], 6);
+    let (_, ips) = c.get(a, &format!("/compute/v2.1/servers/{id}/ips")).await;
+    assert_eq!(
+        ips["addresses"]["public"][0],
+        json!({"version": 4, "addr": public[0]["addr"]})
+    );
+    let (st, one) = c
+        .get(a, &format!("/compute/v2.1/servers/{id}/ips/public"))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(one["public"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        c.get(a, &format!("/compute/v2.1/servers/{id}/ips/nowhere"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // networks: none → no addresses.
+    let (_, body) = c.post(a, "/compute/v2.1/servers", json!({"server": {"name": "lone", "imageRef": img, "flavorRef": "1", "networks": "none"}})).await;
+    let lone = body["server"]["id"].as_str().unwrap().to_owned();
+    let s = c.wait_status(a, &lone, "ACTIVE").await;
+    assert_eq!(s["addresses"], json!({}));
+    // A private network with a tiny pool: fixed IP honoured, exhaustion fails the build.
+    let ctx = c.ctx(a).await;
+    let net = c
+        .control()
+        .network_create(
+            &ctx,
+            nimbus_model::network::NetworkCreate {
+                name: "tiny".into(),
+                kind: nimbus_model::network::NetworkType::MacFiltered,
+                cidr: Some("192.168.9.0/29".into()),
+                gateway: None,
+                cidr6: None,
+                gateway6: None,
+                dhcp: true,
+            },
+        )
+        .await
+        .unwrap();
+    let nets = |ip: Option<&str>| {
+        let mut n = json!({"uuid": net.id.to_string()});
+        if let Some(ip) = ip {
+            n["fixed_ip"] = json!(ip);
+        }
+        json!([n])
+    };
+    let (st, body) = c.post(a, "/compute/v2.1/servers", json!({"server": {"name": "fixed", "imageRef": img, "flavorRef": "1", "networks": nets(Some("192.168.9.6"))}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{body}");
+    let fixed = body["server"]["id"].as_str().unwrap().to_owned();
+    let s = c.wait_status(a, &fixed, "ACTIVE").await;
+    assert_eq!(s["addresses"]["tiny"][0]["addr"], "192.168.9.6");
+    assert!(
+        s["addresses"].get("public").is_none(),
+        "an explicit list replaces auto"
+    );
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (st, body) = c.post(a, "/compute/v2.1/servers", json!({"server": {"name": format!("n{i}"), "imageRef": img, "flavorRef": "1", "networks": nets(None)}})).await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+        ids.push(body["server"]["id"].as_str().unwrap().to_owned());
+    }
+    let mut errors = 0;
+    for id in &ids {
+        let s = c
+            .wait_for(a, id, "final", |v| {
+                matches!(v["status"].as_str(), Some("ACTIVE" | "ERROR"))
+                    && v["OS-EXT-STS:task_state"].is_null()
+            })
+            .await;
+        if s["status"] == "ERROR" {
+            assert!(
+                s["fault"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("No more IP addresses"),
+                "{s}"
+            );
+            errors += 1;
+        }
+    }
+    assert_eq!(
+        errors, 1,
+        "a /29 without a gateway has 6 host addresses; one was fixed"
+    );
+    // Unknown networks and ports are 400s at create.
+    let bogus = json!([{"uuid": "00000000-0000-0000-0000-000000000000"}]);
+    let (st, v) = c
+        .post(
+            a,
+            "/compute/v2.1/servers",
+            json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "networks": bogus}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        v["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be found")
+    );
+    // Deleting servers gives their addresses back.
+    for id in ids.iter().chain([&fixed]) {
+        c.delete(a, &format!("/compute/v2.1/servers/{id}")).await;
+    }
+    for id in ids.iter().chain([&fixed]) {
+        c.wait_gone(a, id).await;
+    }
+    assert!(
+        c.control()
+            .network_nics(&ctx, net.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    c.control().network_delete(&ctx, net.id).await.unwrap();
+}

@@ -6,10 +6,16 @@ use nimbus_model::{Error, Result};
 use rusqlite::Connection;
 
 /// Applied in order; never edit a released script, append a new one.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        "0002_networks",
+        include_str!("../../migrations/sqlite/0002_networks.sql"),
+    ),
+];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

@@ -9,6 +9,7 @@ mod identity;
 mod images;
 mod keypairs;
 mod migrations;
+mod networks;
 mod operations;
 mod quotas;
 mod server_groups;
