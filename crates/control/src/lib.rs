@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod scheduler;
 pub mod server_groups;
 pub mod servers;
+pub mod stats;
 
 use nimbus_model::quota::QuotaSet;
 use nimbus_model::server::Server;
@@ -62,6 +63,10 @@ pub struct Config {
     pub public_cidr: String,
     /// IPv6 prefix of the public network (EUI-64 addresses), if any.
     pub public_cidr6: Option<String>,
+    /// How often running servers' counters are sampled.
+    pub stats_period: Duration,
+    /// How long samples are kept.
+    pub stats_retention: Duration,
 }
 
 impl Default for Config {
@@ -83,6 +88,8 @@ impl Default for Config {
             enable_instance_password: true,
             public_cidr: "10.0.0.0/16".into(),
             public_cidr6: Some("fd00:6e69:6d62::/64".into()),
+            stats_period: Duration::from_secs(10),
+            stats_retention: Duration::from_secs(6 * 3600),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod quota;
 pub mod server;
 pub mod server_group;
 pub mod state;
+pub mod stats;
 pub mod time;
 
 pub use error::{Error, Result};

@@ -23,6 +23,7 @@ mod quotas;
 mod server_groups;
 mod servers;
 pub mod sqlite;
+mod stats;
 
 pub use flavors::FlavorStore;
 pub use hosts::{Claim, ClaimOutcome, GroupConstraint, HostStore};
@@ -35,6 +36,7 @@ pub use quotas::QuotaStore;
 pub use server_groups::ServerGroupStore;
 pub use servers::{ServerCreateOutcome, ServerStore};
 pub use sqlite::SqliteStore;
+pub use stats::StatsStore;
 
 /// The whole persistence interface.
 pub trait Store:
@@ -48,6 +50,7 @@ pub trait Store:
     + QuotaStore
     + HostStore
     + ServerGroupStore
+    + StatsStore
     + Send
     + Sync
     + 'static
@@ -65,6 +68,7 @@ impl<T> Store for T where
         + QuotaStore
         + HostStore
         + ServerGroupStore
+        + StatsStore
         + Send
         + Sync
         + 'static

@@ -1199,3 +1199,53 @@ async fn servers_join_networks_and_show_addresses() {
     );
     c.control().network_delete(&ctx, net.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn running_servers_are_sampled_into_metrics() {
+    let c =
+        Cloud::start_with(|cfg| cfg.control.stats_period = std::time::Duration::from_millis(100))
+            .await;
+    let a = &c.admin;
+    let (id, _) = active_server(&c, a, "vm").await;
+    let ctx = c.ctx(a).await;
+    let sid: nimbus_model::ServerId = id.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let points = loop {
+        let p = c
+            .control()
+            .server_metrics(&ctx, sid, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        if p.len() >= 4 {
+            break p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "too few samples: {p:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for p in &points {
+        assert!((3.0..=21.0).contains(&p.cpu_percent), "{p:?}");
+        assert!(p.net_rx_bps > 1000.0 && p.disk_write_bps > 1000.0, "{p:?}");
+        assert!(p.mem_percent > 0.0 && p.mem_percent <= 100.0);
+    }
+    // A stopped server is no longer sampled.
+    c.action(a, &id, json!({"os-stop": null})).await;
+    c.wait_status(a, &id, "SHUTOFF").await;
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let before = c
+        .control()
+        .server_samples(&ctx, sid, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .len();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let after = c
+        .control()
+        .server_samples(&ctx, sid, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+}

@@ -5,16 +5,21 @@ use super::db_err;
 use nimbus_model::{Error, Result};
 use rusqlite::Connection;
 
+/// One migration script by name (its file under `migrations/sqlite/`).
+macro_rules! migration {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../migrations/sqlite/", $name, ".sql")),
+        )
+    };
+}
+
 /// Applied in order; never edit a released script, append a new one.
 const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_init",
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-    ),
-    (
-        "0002_networks",
-        include_str!("../../migrations/sqlite/0002_networks.sql"),
-    ),
+    migration!("0001_init"),
+    migration!("0002_networks"),
+    migration!("0003_stats"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

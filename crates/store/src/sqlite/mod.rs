@@ -14,6 +14,7 @@ mod operations;
 mod quotas;
 mod server_groups;
 mod servers;
+mod stats;
 
 use nimbus_model::time::Timestamp;
 use nimbus_model::{Error, Result};
