@@ -2,7 +2,8 @@
 //! behind os-hypervisors, os-services and os-availability-zone.
 
 use crate::Control;
-use nimbus_model::agent::{AgentReply, AgentRequest, AgentTransport, HostInfo};
+use crate::agents::{AgentTransport, HttpAgent};
+use nimbus_model::agent::{AgentReply, AgentRequest, HostInfo};
 use nimbus_model::host::{Host, HostUsage};
 use nimbus_model::identity::Context;
 use nimbus_model::state::{PowerState, VmState};
@@ -98,6 +99,9 @@ impl Control {
         self.inner.store.host_upsert(host).await
     }
 
+    /// Reconcile a (re)registered host with the records: servers the records place there
+    /// but the agent does not know are handed back (`Adopt`); guests the agent runs that
+    /// the records say are deleted (or never existed) are destroyed.
     async fn adopt_instances(&self, host: &Host) -> Result<()> {
         let known = match self
             .agent_call(host.id, AgentRequest::ListInstances)
@@ -106,6 +110,23 @@ impl Control {
             AgentReply::Instances { instances } => instances,
             other => return Err(Error::internal(format!("unexpected agent reply {other:?}"))),
         };
+        for (id, _) in &known {
+            let live = self
+                .inner
+                .store
+                .server_get(*id)
+                .await?
+                .is_some_and(|s| !s.deleted && s.host_id == Some(host.id));
+            if !live {
+                tracing::info!(server = %id, host = %host.name, "destroying a guest the records no longer have");
+                if let Err(e) = self
+                    .agent_call(host.id, AgentRequest::Destroy { server_id: *id })
+                    .await
+                {
+                    tracing::warn!(server = %id, error = %e, "could not destroy an orphan guest");
+                }
+            }
+        }
         let filter = nimbus_model::server::ServerFilter {
             host: Some(host.name.clone()),
             ..Default::default()
@@ -138,6 +159,40 @@ impl Control {
                 .await
             {
                 tracing::warn!(server = %s.id, error = %e, "could not hand server back to its host");
+            }
+        }
+        Ok(())
+    }
+
+    /// Register an agent running as its own process (`nimbus agent`): the controller calls
+    /// it back at `address` over the internal API to describe the host.
+    pub async fn register_remote_agent(&self, address: &str, options: HostOptions) -> Result<Host> {
+        let secret = self
+            .agent_secret()
+            .ok_or_else(|| {
+                Error::Forbidden(
+                    "Remote agents are disabled: no agent secret is configured.".into(),
+                )
+            })?
+            .to_owned();
+        if !(address.starts_with("http://") || address.starts_with("https://")) {
+            return Err(Error::invalid(format!(
+                "Invalid agent address {address}: expected an http(s) URL."
+            )));
+        }
+        let transport = Arc::new(HttpAgent::new(address, &secret));
+        self.register_agent(address, transport, options).await
+    }
+
+    /// After a controller restart, reach the remote hosts it already knows (their heartbeats
+    /// decide whether they are up).
+    pub(crate) async fn attach_known_remote_hosts(&self) -> Result<()> {
+        let Some(secret) = self.agent_secret().map(str::to_owned) else {
+            return Ok(());
+        };
+        for h in self.inner.store.hosts_list().await? {
+            if h.address != "local" {
+                self.attach_agent(h.id, Arc::new(HttpAgent::new(&h.address, &secret)));
             }
         }
         Ok(())

@@ -455,20 +455,21 @@ impl Control {
         result
     }
 
-    /// Import a file produced by an agent (snapshot) as the image's data.
-    pub(crate) async fn image_import_file(
+    /// Import a byte stream produced by an agent (a snapshot) as the image's data.
+    pub(crate) async fn image_import_stream(
         &self,
         id: ImageId,
-        path: &Path,
+        stream: crate::agents::FileStream,
         disk_format: &str,
     ) -> Result<Image> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::internal(format!("open snapshot {}: {e}", path.display())))?;
-        let stream = tokio_util_stream(file);
         let tmp = self.inner.blobs.tmp();
-        let info = hash_into(&tmp, stream).await?;
-        let _ = tokio::fs::remove_file(path).await;
+        let info = match hash_into(&tmp, stream).await {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
         let fmt = disk_format.to_owned();
         self.mutate_image(id, |i| {
             if i.disk_format.is_none() {
@@ -650,25 +651,6 @@ impl Control {
         .await
         .map(|_| ())
     }
-}
-
-/// Read a file as a stream of chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Unpin {
-    use tokio::io::AsyncReadExt;
-    Box::pin(futures::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let mut buf = vec![0u8; 256 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(Bytes::from(buf)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    }))
 }
 
 fn as_u64(attr: &str, v: &serde_json::Value) -> Result<u64> {
