@@ -3,4 +3,5 @@
 
 mod common;
 mod identity;
+mod images;
 mod servers;
