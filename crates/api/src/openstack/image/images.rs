@@ -653,10 +653,8 @@ async fn create(State(state): State<AppState>, Caller(ctx): Caller, req: Request
     if let Some(h) = super::header(&format!("/v2/images/{id}")) {
         resp.headers_mut().insert("location", h);
     }
-    if let Some(h) = super::header("glance-direct,web-download,copy-image") {
-        resp.headers_mut()
-            .insert("openstack-image-import-methods", h);
-    }
+    // No `OpenStack-image-import-methods` header: Nimbus offers no import method, and
+    // Glance omits the header when none is enabled.
     Ok(resp)
 }
 
