@@ -183,28 +183,27 @@ impl Cloud {
         login(&self.http, &self.url, name, &format!("pw-{name}"), name).await
     }
 
-    /// Register an active image owned by the session's project, with `bytes` as its data.
-    /// Goes through the control layer (the Glance API has its own tests).
+    /// Register an active image owned by the session's project, with `bytes` as its data,
+    /// through the Glance API (create, then upload).
     pub async fn image(&self, s: &Session, name: &str, bytes: &[u8]) -> String {
-        let ctx = self.ctx(s).await;
-        let c = self.control();
-        let img = c
-            .image_create(
-                &ctx,
-                nimbus_control::images::ImageCreate {
-                    name: Some(name.into()),
-                    disk_format: Some("raw".into()),
-                    container_format: Some("bare".into()),
-                    ..Default::default()
-                },
+        let (st, img) = self
+            .post(
+                s,
+                "/image/v2/images",
+                json!({"name": name, "disk_format": "raw", "container_format": "bare"}),
             )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "image create: {img}");
+        let id = img["id"].as_str().expect("image id").to_owned();
+        let resp = self
+            .req(s, Method::PUT, &format!("/image/v2/images/{id}/file"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
             .await
-            .expect("image record");
-        let chunk = bytes::Bytes::copy_from_slice(bytes);
-        c.image_upload(&ctx, img.id, futures::stream::iter(vec![Ok(chunk)]))
-            .await
-            .expect("upload");
-        img.id.to_string()
+            .expect("upload sent");
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "image upload");
+        id
     }
 
     /// The control-layer context of a session (for fixtures).

@@ -4,4 +4,5 @@
 mod agents;
 mod common;
 mod identity;
+mod images;
 mod servers;

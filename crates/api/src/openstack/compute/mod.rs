@@ -3,6 +3,7 @@
 
 pub mod fault;
 mod flavors;
+mod images;
 pub mod microversion;
 mod server_actions;
 mod server_extras;
@@ -191,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .merge(server_actions::routes())
         .merge(server_extras::routes())
         .merge(flavors::routes())
+        .merge(images::routes())
         .layer(axum::middleware::from_fn(microversion::layer))
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn_with_state(
