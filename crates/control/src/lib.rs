@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod scheduler;
 pub mod server_groups;
 pub mod servers;
+pub mod usage;
 
 use nimbus_model::quota::QuotaSet;
 use nimbus_model::server::Server;
