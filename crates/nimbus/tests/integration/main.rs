@@ -3,4 +3,7 @@
 
 mod common;
 mod identity;
+mod keypairs;
+mod quotas;
+mod server_groups;
 mod servers;

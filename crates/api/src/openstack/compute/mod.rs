@@ -3,9 +3,13 @@
 
 pub mod fault;
 mod flavors;
+mod keypairs;
+mod limits;
 pub mod microversion;
+mod quota_sets;
 mod server_actions;
 mod server_extras;
+mod server_groups;
 mod servers;
 pub mod versions;
 
@@ -191,6 +195,10 @@ pub fn router(state: AppState) -> Router {
         .merge(server_actions::routes())
         .merge(server_extras::routes())
         .merge(flavors::routes())
+        .merge(keypairs::routes())
+        .merge(limits::routes())
+        .merge(quota_sets::routes())
+        .merge(server_groups::routes())
         .layer(axum::middleware::from_fn(microversion::layer))
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn_with_state(
