@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test starts a full Nimbus (store, control,
 //! in-process fake agent, HTTP API) on port 0 with its own database and talks HTTP to it.
 
+mod admin;
 mod common;
 mod identity;
 mod keypairs;
