@@ -21,6 +21,7 @@ pub mod server_groups;
 pub mod servers;
 pub mod stats;
 pub mod volumes;
+pub mod usage;
 
 use nimbus_model::quota::QuotaSet;
 use nimbus_model::server::Server;

@@ -317,3 +317,31 @@ pub async fn login(
         microversion: None,
     }
 }
+
+/// The keys of a JSON object, sorted (for exact-shape assertions).
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+/// A key list, sorted, to compare with [`keys`].
+pub fn sorted(list: &[&str]) -> Vec<String> {
+    let mut k: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    k.sort();
+    k
+}
+
+/// The message of a Nova fault body (`{"<name>": {"code", "message"}}`).
+pub fn fault_message(body: &Value) -> String {
+    body.as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|f| f["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}

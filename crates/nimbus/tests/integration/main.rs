@@ -5,4 +5,8 @@ mod agents;
 mod common;
 mod identity;
 mod images;
+mod admin;
+mod keypairs;
+mod quotas;
+mod server_groups;
 mod servers;
