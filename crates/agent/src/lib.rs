@@ -7,6 +7,7 @@
 
 pub mod fake;
 pub mod hypervisor;
+pub mod qemu;
 
 use async_trait::async_trait;
 pub use hypervisor::Hypervisor;
