@@ -120,7 +120,8 @@ chmod 755 root/init
 
 cat >root/etc/acpi/PWRF/00000080 <<'X'
 #!/bin/sh
-echo GUEST-POWERDOWN
+# acpid runs this with stdout on /dev/null: write to the console directly.
+echo GUEST-POWERDOWN >/dev/console
 sync
 poweroff -f
 X

@@ -3,8 +3,9 @@
 //!
 //! Requests arrive on a channel, each with a oneshot reply; the actor runs them one at a time.
 //! Between requests it watches QMP events and the process, keeps the shared observed power
-//! state current, and reports changes nobody asked for (the guest powered itself off,
-//! paused on an error, reset itself, panicked, or QEMU died) to the [`EventSink`]. While a
+//! state current, and reports power changes nobody asked for (the guest powered itself off,
+//! paused on an error, panicked, or QEMU died) to the [`EventSink`]. A guest that reboots
+//! itself stays `Running` and is not reported. While a
 //! request runs, what it causes is not reported: the request's own answer carries it.
 //!
 //! Invariants:
@@ -128,6 +129,7 @@ impl ActorHandle {
             exited: None,
             busy: false,
             quit_pending: false,
+            reset_seen: false,
         };
         let task = tokio::spawn(actor.run(rx));
         ActorHandle { tx, pid, task }
@@ -189,6 +191,8 @@ struct Actor {
     busy: bool,
     /// The guest powered off on its own: end the process next.
     quit_pending: bool,
+    /// A RESET event arrived since the last `system_reset` the actor sent.
+    reset_seen: bool,
 }
 
 fn exec_err(cmd: &str, e: ExecError) -> Error {
@@ -217,6 +221,10 @@ impl Actor {
                     Some(req) => {
                         self.busy = true;
                         self.handle(req).await;
+                        // Events the request caused that are already queued are its own.
+                        while let Some(ev) = self.qmp.as_mut().and_then(Qmp::try_next_event) {
+                            self.observe(Observation::Event(ev)).await;
+                        }
                         self.busy = false;
                     }
                     // Detached: leave the process running.
@@ -323,15 +331,18 @@ impl Actor {
                     "RESUME" => {
                         let was = self.power();
                         self.set(PowerState::Running);
-                        if !quiet && was != PowerState::Running {
+                        // Only a resume from a pause is news; QEMU also emits RESUME when a
+                        // freshly launched VM starts.
+                        if !quiet && was == PowerState::Paused {
                             self.report(PowerState::Running, "guest resumed".into()).await;
                         }
                     }
                     "RESET" => {
-                        if !quiet {
-                            let reason = data["reason"].as_str().unwrap_or("unknown");
-                            self.report(PowerState::Running, format!("guest reset itself ({reason})")).await;
-                        }
+                        // A reset keeps the guest running: no power state change, so nothing
+                        // is reported. (SeaBIOS itself answers every system_reset with a
+                        // guest-reset of its own, so "who asked" could not be told anyway.)
+                        self.reset_seen = true;
+                        tracing::debug!(server = %self.server_id, reason = %data["reason"], "guest reset");
                     }
                     "GUEST_PANICKED" => {
                         self.set(PowerState::Crashed);
@@ -410,7 +421,14 @@ impl Actor {
     /// `system_reset`, then `cont` unless the VM already runs (after a guest shutdown under
     /// -no-shutdown, or when paused, the VM stays stopped across a reset).
     async fn reset(&mut self) -> Result<()> {
+        self.reset_seen = false;
         self.exec("system_reset", None).await?;
+        // QEMU performs the reset in its main loop after replying; wait for it so the RESET
+        // event is this request's and the status below is the post-reset one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if !self.wait_until(deadline, |a| a.reset_seen || a.exited.is_some()).await {
+            return Err(Error::internal("system_reset: no RESET event within 10 s"));
+        }
         if self.status().await? != "running" {
             self.exec("cont", None).await?;
         }

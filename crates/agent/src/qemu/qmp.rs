@@ -159,6 +159,19 @@ impl Qmp {
         }
     }
 
+    /// An event that has already arrived, without waiting.
+    pub fn try_next_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.events.pop_front() {
+            return Some(e);
+        }
+        loop {
+            match self.rx.try_recv().ok()? {
+                Msg::Event(e) => return Some(e),
+                Msg::Reply { .. } => {}
+            }
+        }
+    }
+
     /// The next asynchronous event, or `None` once the connection is closed. Cancel-safe.
     pub async fn next_event(&mut self) -> Option<Event> {
         if let Some(e) = self.events.pop_front() {
@@ -245,8 +258,8 @@ mod tests {
         let status = qmp.execute("query-status", None).await.unwrap();
         assert_eq!(status["status"], "running");
         qmp.execute("cont", None).await.unwrap();
-        let ev = qmp.next_event().await.unwrap();
-        assert_eq!(ev.name, "RESUME");
+        assert_eq!(qmp.try_next_event().unwrap().name, "RESUME", "kept while waiting for the reply");
+        assert!(qmp.try_next_event().is_none());
         match qmp.execute("nonsense", Some(json!({"x": 1}))).await {
             Err(ExecError::Qmp(e)) => assert_eq!(e.class, "CommandNotFound"),
             other => panic!("expected a QMP error, got {other:?}"),
