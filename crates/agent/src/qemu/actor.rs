@@ -62,26 +62,49 @@ pub enum Request {
     Status(Reply<String>),
     /// ACPI power button, then wait up to `timeout` for the guest to shut down. Answers
     /// whether it did.
-    Powerdown { timeout: Duration, reply: Reply<bool> },
+    Powerdown {
+        timeout: Duration,
+        reply: Reply<bool>,
+    },
     /// End the process (`quit`, SIGKILL if it lingers) and wait for it to be gone.
     Quit(Reply<()>),
     /// Graceful reboot: power button, wait for the guest's shutdown, `system_reset` +
     /// `cont`. After `timeout` without a shutdown, a hard reset. Answers "was graceful".
-    SoftReboot { timeout: Duration, reply: Reply<bool> },
+    SoftReboot {
+        timeout: Duration,
+        reply: Reply<bool>,
+    },
     /// Hard reset (`system_reset`, then `cont` if the VM is not running).
     Reset(Reply<()>),
     Pause(Reply<()>),
     Unpause(Reply<()>),
     /// Pause the vCPUs (if running), flatten the disk with `qemu-img convert -U`, continue.
-    Snapshot { disk: PathBuf, dest: PathBuf, reply: Reply<u64> },
+    Snapshot {
+        disk: PathBuf,
+        dest: PathBuf,
+        reply: Reply<u64>,
+    },
     /// Save RAM and device state to `path` (`migrate` to `file:`) and quit.
-    SaveState { path: PathBuf, reply: Reply<()> },
+    SaveState {
+        path: PathBuf,
+        reply: Reply<()>,
+    },
     /// Load state saved by `SaveState` into this process (launched with `-incoming defer`)
     /// and wait until it runs.
-    LoadState { path: PathBuf, reply: Reply<()> },
+    LoadState {
+        path: PathBuf,
+        reply: Reply<()>,
+    },
     /// Set a temporary VNC password valid for `ttl` and answer where VNC listens.
-    Vnc { password: String, ttl: Duration, reply: Reply<VncConsole> },
-    Diagnostics { input: DiagInput, reply: Reply<Diagnostics> },
+    Vnc {
+        password: String,
+        ttl: Duration,
+        reply: Reply<VncConsole>,
+    },
+    Diagnostics {
+        input: DiagInput,
+        reply: Reply<Diagnostics>,
+    },
 }
 
 /// Why a call to the actor did not produce an answer.
@@ -140,9 +163,15 @@ impl ActorHandle {
         !self.tx.is_closed() && !self.task.is_finished()
     }
 
-    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Request) -> std::result::Result<T, CallError> {
+    pub async fn call<T>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Request,
+    ) -> std::result::Result<T, CallError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| CallError::Gone)?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| CallError::Gone)?;
         match rx.await {
             Ok(r) => r.map_err(CallError::Failed),
             Err(_) => Err(CallError::Gone),
@@ -256,7 +285,10 @@ impl Actor {
                 st = child.wait() => Observation::Exited(Exit(describe_status(st))),
             },
             (None, Some(child)) => Observation::Exited(Exit(describe_status(child.wait().await))),
-            (Some(qmp), None) => qmp.next_event().await.map_or(Observation::QmpClosed, Observation::Event),
+            (Some(qmp), None) => qmp
+                .next_event()
+                .await
+                .map_or(Observation::QmpClosed, Observation::Event),
             (None, None) => {
                 // Not our child: QMP is closed, wait for the pid to disappear.
                 while procfs::alive(pid) {
@@ -270,7 +302,12 @@ impl Actor {
     async fn report(&self, power_state: PowerState, reason: String) {
         let sink = self.sink.read().unwrap_or_else(|e| e.into_inner()).clone();
         tracing::info!(server = %self.server_id, power = ?power_state, %reason, "guest power change");
-        sink.report(AgentEvent::PowerState { server_id: self.server_id, power_state, reason }).await;
+        sink.report(AgentEvent::PowerState {
+            server_id: self.server_id,
+            power_state,
+            reason,
+        })
+        .await;
     }
 
     fn power(&self) -> PowerState {
@@ -289,7 +326,11 @@ impl Actor {
                 let before = self.power();
                 let expected = quiet || self.shutdown_seen || before == PowerState::Shutdown;
                 if before != PowerState::Suspended {
-                    self.set(if expected { PowerState::Shutdown } else { PowerState::Crashed });
+                    self.set(if expected {
+                        PowerState::Shutdown
+                    } else {
+                        PowerState::Crashed
+                    });
                 }
                 if !expected {
                     let tail = last_log_line(&self.qemu_log).await;
@@ -320,12 +361,12 @@ impl Actor {
                             self.quit_pending = true;
                         }
                     }
-                    "STOP" => {
-                        if self.power() == PowerState::Running {
-                            self.set(PowerState::Paused);
-                            if !quiet {
-                                self.report(PowerState::Paused, "guest paused by QEMU".into()).await;
-                            }
+                    // A STOP after a guest shutdown (-no-shutdown) is not a pause.
+                    "STOP" if self.power() == PowerState::Running => {
+                        self.set(PowerState::Paused);
+                        if !quiet {
+                            let reason = "guest paused by QEMU (e.g. a disk I/O error)";
+                            self.report(PowerState::Paused, reason.into()).await;
                         }
                     }
                     "RESUME" => {
@@ -334,7 +375,8 @@ impl Actor {
                         // Only a resume from a pause is news; QEMU also emits RESUME when a
                         // freshly launched VM starts.
                         if !quiet && was == PowerState::Paused {
-                            self.report(PowerState::Running, "guest resumed".into()).await;
+                            self.report(PowerState::Running, "guest resumed".into())
+                                .await;
                         }
                     }
                     "RESET" => {
@@ -347,7 +389,8 @@ impl Actor {
                     "GUEST_PANICKED" => {
                         self.set(PowerState::Crashed);
                         if !quiet {
-                            self.report(PowerState::Crashed, "guest kernel panicked".into()).await;
+                            self.report(PowerState::Crashed, "guest kernel panicked".into())
+                                .await;
                         }
                     }
                     _ => {}
@@ -392,7 +435,12 @@ impl Actor {
         if let Some(qmp) = self.qmp.as_mut() {
             let _ = tokio::time::timeout(Duration::from_secs(2), qmp.execute("quit", None)).await;
         }
-        if !self.wait_until(Instant::now() + Duration::from_secs(10), |a| a.exited.is_some()).await {
+        if !self
+            .wait_until(Instant::now() + Duration::from_secs(10), |a| {
+                a.exited.is_some()
+            })
+            .await
+        {
             tracing::warn!(server = %self.server_id, pid = self.pid, "QEMU ignored quit; killing it");
             match self.child.as_mut() {
                 Some(child) => {
@@ -400,8 +448,16 @@ impl Actor {
                 }
                 None => procfs::kill_hard(self.pid).await,
             }
-            if !self.wait_until(Instant::now() + Duration::from_secs(10), |a| a.exited.is_some()).await {
-                return Err(Error::internal(format!("QEMU process {} did not exit", self.pid)));
+            if !self
+                .wait_until(Instant::now() + Duration::from_secs(10), |a| {
+                    a.exited.is_some()
+                })
+                .await
+            {
+                return Err(Error::internal(format!(
+                    "QEMU process {} did not exit",
+                    self.pid
+                )));
             }
         }
         self.set(PowerState::Shutdown);
@@ -415,7 +471,9 @@ impl Actor {
         self.shutdown_seen = false;
         self.exec("system_powerdown", None).await?;
         let deadline = Instant::now() + timeout;
-        Ok(self.wait_until(deadline, |a| a.shutdown_seen || a.exited.is_some()).await)
+        Ok(self
+            .wait_until(deadline, |a| a.shutdown_seen || a.exited.is_some())
+            .await)
     }
 
     /// `system_reset`, then `cont` unless the VM already runs (after a guest shutdown under
@@ -426,7 +484,10 @@ impl Actor {
         // QEMU performs the reset in its main loop after replying; wait for it so the RESET
         // event is this request's and the status below is the post-reset one.
         let deadline = Instant::now() + Duration::from_secs(10);
-        if !self.wait_until(deadline, |a| a.reset_seen || a.exited.is_some()).await {
+        if !self
+            .wait_until(deadline, |a| a.reset_seen || a.exited.is_some())
+            .await
+        {
             return Err(Error::internal("system_reset: no RESET event within 10 s"));
         }
         if self.status().await? != "running" {
@@ -492,13 +553,15 @@ impl Actor {
 
     async fn load_state(&mut self, path: PathBuf) -> Result<()> {
         let uri = format!("file:{}", path.to_string_lossy());
-        self.exec("migrate-incoming", Some(json!({ "uri": uri }))).await?;
+        self.exec("migrate-incoming", Some(json!({ "uri": uri })))
+            .await?;
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let status = self.status().await?;
             match status.as_str() {
                 "running" => break,
-                "inmigrate" | "prelaunch" | "paused" | "postmigrate" | "finish-migrate" | "restore-vm"
+                "inmigrate" | "prelaunch" | "paused" | "postmigrate" | "finish-migrate"
+                | "restore-vm"
                     if Instant::now() < deadline =>
                 {
                     // QEMU starts the guest by itself once the state is loaded.
@@ -519,16 +582,26 @@ impl Actor {
     }
 
     async fn vnc(&mut self, password: String, ttl: Duration) -> Result<VncConsole> {
-        self.exec("set_password", Some(json!({ "protocol": "vnc", "password": password }))).await?;
+        self.exec(
+            "set_password",
+            Some(json!({ "protocol": "vnc", "password": password })),
+        )
+        .await?;
         let time = format!("+{}", ttl.as_secs().max(1));
-        self.exec("expire_password", Some(json!({ "protocol": "vnc", "time": time }))).await?;
+        self.exec(
+            "expire_password",
+            Some(json!({ "protocol": "vnc", "time": time })),
+        )
+        .await?;
         let servers = self.exec("query-vnc-servers", None).await?;
         let mut host = None;
         let mut port = None;
         let mut websocket_port = None;
         for server in servers.as_array().into_iter().flatten() {
             for listener in server["server"].as_array().into_iter().flatten() {
-                let service = listener["service"].as_str().and_then(|s| s.parse::<u16>().ok());
+                let service = listener["service"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u16>().ok());
                 if listener["websocket"].as_bool() == Some(true) {
                     websocket_port = websocket_port.or(service);
                 } else if port.is_none() {
@@ -538,7 +611,12 @@ impl Actor {
             }
         }
         let port = port.ok_or_else(|| Error::internal("QEMU reports no VNC listener"))?;
-        Ok(VncConsole { host: host.unwrap_or_else(|| "127.0.0.1".into()), port, password, websocket_port })
+        Ok(VncConsole {
+            host: host.unwrap_or_else(|| "127.0.0.1".into()),
+            port,
+            password,
+            websocket_port,
+        })
     }
 
     async fn diagnostics(&mut self, input: DiagInput) -> Result<Diagnostics> {
@@ -571,7 +649,9 @@ impl Actor {
                     read_requests: n("rd_operations"),
                     write_bytes: n("wr_bytes"),
                     write_requests: n("wr_operations"),
-                    errors_count: n("failed_rd_operations") + n("failed_wr_operations") + n("failed_flush_operations"),
+                    errors_count: n("failed_rd_operations")
+                        + n("failed_wr_operations")
+                        + n("failed_flush_operations"),
                 }
             })
             .collect();
@@ -595,7 +675,10 @@ impl Actor {
             nic_details: input
                 .macs
                 .into_iter()
-                .map(|mac_address| NicDetail { mac_address, ..Default::default() })
+                .map(|mac_address| NicDetail {
+                    mac_address,
+                    ..Default::default()
+                })
                 .collect(),
             config_drive: false,
         })
@@ -624,11 +707,17 @@ impl Actor {
                 let _ = r.send(v);
             }
             Request::Pause(r) => {
-                let v = self.exec("stop", None).await.map(|_| self.set(PowerState::Paused));
+                let v = self
+                    .exec("stop", None)
+                    .await
+                    .map(|_| self.set(PowerState::Paused));
                 let _ = r.send(v);
             }
             Request::Unpause(r) => {
-                let v = self.exec("cont", None).await.map(|_| self.set(PowerState::Running));
+                let v = self
+                    .exec("cont", None)
+                    .await
+                    .map(|_| self.set(PowerState::Running));
                 let _ = r.send(v);
             }
             Request::Snapshot { disk, dest, reply } => {
@@ -643,7 +732,11 @@ impl Actor {
                 let v = self.load_state(path).await;
                 let _ = reply.send(v);
             }
-            Request::Vnc { password, ttl, reply } => {
+            Request::Vnc {
+                password,
+                ttl,
+                reply,
+            } => {
                 let v = self.vnc(password, ttl).await;
                 let _ = reply.send(v);
             }
@@ -669,7 +762,9 @@ fn describe_status(st: std::io::Result<std::process::ExitStatus>) -> String {
 
 /// The last non-empty line of QEMU's own log, as context for a crash report.
 async fn last_log_line(path: &std::path::Path) -> String {
-    let text = super::layout::tail_lines(path, Some(3), 4096).await.unwrap_or_default();
+    let text = super::layout::tail_lines(path, Some(3), 4096)
+        .await
+        .unwrap_or_default();
     match text.lines().rev().find(|l| !l.trim().is_empty()) {
         Some(l) => format!(": {}", l.trim()),
         None => String::new(),

@@ -30,7 +30,10 @@ pub struct Disks {
 
 impl Disks {
     pub fn of(spec: &InstanceSpec) -> Self {
-        Disks { ephemeral: spec.ephemeral_gb > 0, swap: spec.swap_mb > 0 }
+        Disks {
+            ephemeral: spec.ephemeral_gb > 0,
+            swap: spec.swap_mb > 0,
+        }
     }
 }
 
@@ -51,11 +54,25 @@ pub fn build(settings: &LaunchSettings, layout: &Layout, spec: &InstanceSpec) ->
     let machine = format!("{},accel={}", esc(&settings.machine), esc(&settings.accel));
     push(&["-name", &name, "-uuid", &spec.server_id.to_string()]);
     push(&["-machine", &machine]);
-    push(&["-m", &format!("{}M", spec.ram_mb.max(16)), "-smp", &spec.vcpus.max(1).to_string()]);
-    push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-shutdown"]);
+    push(&[
+        "-m",
+        &format!("{}M", spec.ram_mb.max(16)),
+        "-smp",
+        &spec.vcpus.max(1).to_string(),
+    ]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-shutdown",
+    ]);
     push(&["-msg", "timestamp=on"]);
     push(&["-pidfile", &layout.pid_file().to_string_lossy()]);
-    push(&["-qmp", &format!("unix:{},server=on,wait=off", p(&layout.qmp_socket()))]);
+    push(&[
+        "-qmp",
+        &format!("unix:{},server=on,wait=off", p(&layout.qmp_socket())),
+    ]);
     // The chardev's logfile fills whether or not anybody is attached to the socket.
     push(&[
         "-chardev",
@@ -68,7 +85,10 @@ pub fn build(settings: &LaunchSettings, layout: &Layout, spec: &InstanceSpec) ->
         "chardev:serial0",
     ]);
     let mut disk = |id: &str, file: std::path::PathBuf, dev: &str, boot: bool| {
-        let drive = format!("file={},if=none,id={id},format=qcow2,node-name={id}-fmt", p(&file));
+        let drive = format!(
+            "file={},if=none,id={id},format=qcow2,node-name={id}-fmt",
+            p(&file)
+        );
         let mut device = format!("virtio-blk-pci,drive={id},id={dev}");
         if boot {
             device.push_str(",bootindex=0");
@@ -81,13 +101,21 @@ pub fn build(settings: &LaunchSettings, layout: &Layout, spec: &InstanceSpec) ->
         disk("eph0", layout.ephemeral_disk(), "vdb", false);
     }
     if extra.swap {
-        disk("swap", layout.swap_disk(), if extra.ephemeral { "vdc" } else { "vdb" }, false);
+        disk(
+            "swap",
+            layout.swap_disk(),
+            if extra.ephemeral { "vdc" } else { "vdb" },
+            false,
+        );
     }
     for (i, nic) in spec.nics.iter().enumerate() {
         // Until per-network L2 segments exist, each NIC is a user-mode (slirp) network that
         // cannot reach the host's outside network (`restrict=on`).
         let netdev = format!("user,id=net{i},restrict=on");
-        let device = format!("virtio-net-pci,netdev=net{i},id=nic{i},mac={}", esc(&nic.mac));
+        let device = format!(
+            "virtio-net-pci,netdev=net{i},id=nic{i},mac={}",
+            esc(&nic.mac)
+        );
         push(&["-netdev", &netdev, "-device", &device]);
     }
     let (lo, hi) = settings.vnc_displays;
@@ -104,7 +132,11 @@ pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
     let rest = text.split("version ").nth(1)?;
     let word = rest.split_whitespace().next()?;
     let mut it = word.split('.').map(|n| n.parse::<u64>().ok());
-    Some((it.next()??, it.next().flatten().unwrap_or(0), it.next().flatten().unwrap_or(0)))
+    Some((
+        it.next()??,
+        it.next().flatten().unwrap_or(0),
+        it.next().flatten().unwrap_or(0),
+    ))
 }
 
 /// Nova's integer encoding of a hypervisor version: major * 1_000_000 + minor * 1000 + micro.
@@ -172,18 +204,25 @@ mod tests {
             assert!(joined.contains(needle), "missing {needle:?} in {joined}");
         }
         // Commas in paths are doubled, so they cannot inject options.
-        assert!(joined.contains("/var/lib/nimbus,,x/instances/a/qmp.sock,server=on"), "{joined}");
+        assert!(
+            joined.contains("/var/lib/nimbus,,x/instances/a/qmp.sock,server=on"),
+            "{joined}"
+        );
         assert!(!joined.contains("-daemonize"));
         // Without extra disks the swap disk would be vdb.
         let mut plain = s.clone();
         plain.ephemeral_gb = 0;
         let joined = build(&settings, &layout, &plain).join(" ");
-        assert!(!joined.contains("eph0") && joined.contains("drive=swap,id=vdb"), "{joined}");
+        assert!(
+            !joined.contains("eph0") && joined.contains("drive=swap,id=vdb"),
+            "{joined}"
+        );
     }
 
     #[test]
     fn versions() {
-        let v = parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright").unwrap();
+        let v = parse_version("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)\nCopyright")
+            .unwrap();
         assert_eq!(v, (10, 0, 2));
         assert_eq!(version_code(v), 10_000_002);
         assert_eq!(parse_version("QEMU emulator version 7.2"), Some((7, 2, 0)));

@@ -33,15 +33,23 @@ pub struct LocalBlobSource {
 impl ImageSource for LocalBlobSource {
     async fn fetch(&self, image: &ImageSpec, dest: &Path) -> Result<()> {
         if image.hash.is_empty() || !image.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid(format!("Image {} has no valid SHA-512 hash.", image.id)));
+            return Err(Error::invalid(format!(
+                "Image {} has no valid SHA-512 hash.",
+                image.id
+            )));
         }
         let src = self.blob_dir.join(&image.hash);
         match tokio::fs::copy(&src, dest).await {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::not_found(format!("Image {} has no data on this host.", image.id)))
-            }
-            Err(e) => Err(Error::internal(format!("copy {} -> {}: {e}", src.display(), dest.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::not_found(format!(
+                "Image {} has no data on this host.",
+                image.id
+            ))),
+            Err(e) => Err(Error::internal(format!(
+                "copy {} -> {}: {e}",
+                src.display(),
+                dest.display()
+            ))),
         }
     }
 }
@@ -92,12 +100,29 @@ pub fn virtual_size(info: &Value) -> u64 {
 }
 
 /// A per-server copy-on-write overlay on `base`, `size` bytes (never smaller than the base).
-pub async fn create_overlay(base: &Path, base_format: &str, overlay: &Path, size: u64) -> Result<()> {
+pub async fn create_overlay(
+    base: &Path,
+    base_format: &str,
+    overlay: &Path,
+    size: u64,
+) -> Result<()> {
     let base_size = virtual_size(&info(base, base_format, true).await?);
     let size = size.max(base_size).to_string();
     let b = base.to_string_lossy();
     let o = overlay.to_string_lossy();
-    qemu_img(&["create", "-q", "-f", "qcow2", "-F", base_format, "-b", &b, &o, &size]).await?;
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-F",
+        base_format,
+        "-b",
+        &b,
+        &o,
+        &size,
+    ])
+    .await?;
     Ok(())
 }
 
@@ -173,11 +198,18 @@ impl ImageCache {
 
     /// The cached base for `image`, fetching, verifying and inspecting it on first use.
     /// Returns the path and the qemu format.
-    pub async fn base(&self, source: &dyn ImageSource, image: &ImageSpec) -> Result<(PathBuf, &'static str)> {
+    pub async fn base(
+        &self,
+        source: &dyn ImageSource,
+        image: &ImageSpec,
+    ) -> Result<(PathBuf, &'static str)> {
         let format = qemu_format(&image.disk_format)?;
         let hash = image.hash.to_ascii_lowercase();
         if hash.len() != 128 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::invalid(format!("Image {} has no valid SHA-512 hash.", image.id)));
+            return Err(Error::invalid(format!(
+                "Image {} has no valid SHA-512 hash.",
+                image.id
+            )));
         }
         let path = self.dir.join(format!("{hash}.{format}"));
         if super::layout::exists(&path).await {
@@ -188,7 +220,9 @@ impl ImageCache {
             .map_err(|e| Error::internal(format!("create {}: {e}", self.dir.display())))?;
         // A unique temp name: concurrent fills of the same image each write their own file
         // and the atomic rename makes the last one win with identical bytes.
-        let tmp = self.dir.join(format!("{hash}.{}.part", uuid::Uuid::new_v4().simple()));
+        let tmp = self
+            .dir
+            .join(format!("{hash}.{}.part", uuid::Uuid::new_v4().simple()));
         let result = self.fill(source, image, format, &hash, &tmp, &path).await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&tmp).await;
@@ -213,10 +247,15 @@ impl ImageCache {
                 image.id
             )));
         }
-        let meta = info(tmp, format, false)
-            .await
-            .map_err(|e| Error::invalid(format!("Image {} is not a valid {format} image: {e}", image.id)))?;
-        if meta.get("backing-filename").is_some() || meta["format-specific"]["data"].get("data-file").is_some() {
+        let meta = info(tmp, format, false).await.map_err(|e| {
+            Error::invalid(format!(
+                "Image {} is not a valid {format} image: {e}",
+                image.id
+            ))
+        })?;
+        if meta.get("backing-filename").is_some()
+            || meta["format-specific"]["data"].get("data-file").is_some()
+        {
             return Err(Error::invalid(format!(
                 "Image {} refers to other files (backing or data file); upload a standalone image.",
                 image.id

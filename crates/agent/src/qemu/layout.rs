@@ -115,9 +115,13 @@ pub async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tokio::fs::write(&tmp, bytes)
         .await
         .map_err(|e| Error::internal(format!("write {}: {e}", tmp.display())))?;
-    tokio::fs::rename(&tmp, path)
-        .await
-        .map_err(|e| Error::internal(format!("rename {} -> {}: {e}", tmp.display(), path.display())))
+    tokio::fs::rename(&tmp, path).await.map_err(|e| {
+        Error::internal(format!(
+            "rename {} -> {}: {e}",
+            tmp.display(),
+            path.display()
+        ))
+    })
 }
 
 /// Remove a file; a missing one is fine.
@@ -170,7 +174,9 @@ pub async fn tail_lines(path: &Path, lines: Option<u32>, max_bytes: u64) -> Resu
     f.read_to_end(&mut buf)
         .await
         .map_err(|e| Error::internal(format!("read {}: {e}", path.display())))?;
-    let mut text = String::from_utf8_lossy(&buf).replace("\r\n", "\n").replace('\r', "");
+    let mut text = String::from_utf8_lossy(&buf)
+        .replace("\r\n", "\n")
+        .replace('\r', "");
     if start > 0 {
         // Drop the partial first line of a truncated read.
         if let Some(i) = text.find('\n') {
@@ -221,10 +227,22 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nimbus-layout-test-{}", uuid::Uuid::new_v4()));
         tokio::fs::create_dir_all(&dir).await.unwrap();
         let log = dir.join("console.log");
-        assert_eq!(tail_lines(&log, None, 1024).await.unwrap(), "", "a missing log is empty");
-        tokio::fs::write(&log, b"one\r\ntwo\r\nthree\r\n").await.unwrap();
-        assert_eq!(tail_lines(&log, Some(2), 1024).await.unwrap(), "two\nthree\n");
-        assert_eq!(tail_lines(&log, None, 1024).await.unwrap(), "one\ntwo\nthree\n");
+        assert_eq!(
+            tail_lines(&log, None, 1024).await.unwrap(),
+            "",
+            "a missing log is empty"
+        );
+        tokio::fs::write(&log, b"one\r\ntwo\r\nthree\r\n")
+            .await
+            .unwrap();
+        assert_eq!(
+            tail_lines(&log, Some(2), 1024).await.unwrap(),
+            "two\nthree\n"
+        );
+        assert_eq!(
+            tail_lines(&log, None, 1024).await.unwrap(),
+            "one\ntwo\nthree\n"
+        );
         // Only the last 8 bytes ("e\r\nthree\r\n" minus the partial line) are read.
         assert_eq!(tail_lines(&log, None, 9).await.unwrap(), "three\n");
         tokio::fs::remove_dir_all(&dir).await.unwrap();

@@ -33,7 +33,9 @@ pub fn is_our_qemu(pid: u32, marker: &Path) -> bool {
     if !alive(pid) {
         return false;
     }
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
     let marker = marker.to_string_lossy();
     String::from_utf8_lossy(&cmdline).contains(marker.as_ref())
 }
@@ -62,7 +64,12 @@ pub fn age_secs(pid: u32) -> Option<u64> {
     let f = stat_fields(pid, None)?;
     // starttime is stat field 22, in ticks since boot.
     let start: u64 = f.get(19)?.parse().ok()?;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
     Some((uptime as u64).saturating_sub(start / TICKS_PER_SEC))
 }
 
@@ -95,6 +102,9 @@ mod tests {
         assert!(cpu_time_ns(me, None).is_some());
         assert!(age_secs(me).is_some());
         assert!(!alive(u32::MAX - 1));
-        assert!(!is_our_qemu(me, Path::new("/definitely/not/in/the/cmdline")));
+        assert!(!is_our_qemu(
+            me,
+            Path::new("/definitely/not/in/the/cmdline")
+        ));
     }
 }

@@ -28,7 +28,10 @@ pub struct Event {
 
 /// What the reader task forwards.
 enum Msg {
-    Reply { id: Option<u64>, result: std::result::Result<Value, QmpError> },
+    Reply {
+        id: Option<u64>,
+        result: std::result::Result<Value, QmpError>,
+    },
     Event(Event),
 }
 
@@ -87,7 +90,9 @@ impl Qmp {
     pub async fn connect(path: &Path, timeout: Duration) -> Result<Qmp> {
         tokio::time::timeout(timeout, Self::handshake(path))
             .await
-            .map_err(|_| Error::internal(format!("QMP handshake on {} timed out", path.display())))?
+            .map_err(|_| {
+                Error::internal(format!("QMP handshake on {} timed out", path.display()))
+            })?
     }
 
     async fn handshake(path: &Path) -> Result<Qmp> {
@@ -110,7 +115,9 @@ impl Qmp {
             v["micro"].as_u64().unwrap_or(0),
         );
         if greeting.get("QMP").is_none() {
-            return Err(Error::internal(format!("unexpected QMP greeting: {greeting}")));
+            return Err(Error::internal(format!(
+                "unexpected QMP greeting: {greeting}"
+            )));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
@@ -124,7 +131,14 @@ impl Qmp {
                 }
             }
         });
-        let mut qmp = Qmp { writer, rx, events: VecDeque::new(), next_id: 1, reader, version };
+        let mut qmp = Qmp {
+            writer,
+            rx,
+            events: VecDeque::new(),
+            next_id: 1,
+            reader,
+            version,
+        };
         qmp.execute("qmp_capabilities", None)
             .await
             .map_err(|e| Error::internal(format!("qmp_capabilities: {e}")))?;
@@ -146,12 +160,18 @@ impl Qmp {
         }
         let mut line = msg.to_string();
         line.push('\n');
-        self.writer.write_all(line.as_bytes()).await.map_err(ExecError::Io)?;
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .map_err(ExecError::Io)?;
         loop {
             match self.rx.recv().await {
                 None => return Err(ExecError::Closed),
                 Some(Msg::Event(e)) => self.events.push_back(e),
-                Some(Msg::Reply { id: Some(rid), result }) if rid == id => {
+                Some(Msg::Reply {
+                    id: Some(rid),
+                    result,
+                }) if rid == id => {
                     return result.map_err(ExecError::Qmp);
                 }
                 Some(Msg::Reply { .. }) => {}
@@ -196,7 +216,10 @@ fn parse(line: &str) -> Option<Msg> {
     }
     let id = v.get("id").and_then(Value::as_u64);
     if let Some(r) = v.get("return") {
-        return Some(Msg::Reply { id, result: Ok(r.clone()) });
+        return Some(Msg::Reply {
+            id,
+            result: Ok(r.clone()),
+        });
     }
     if let Some(e) = v.get("error") {
         return Some(Msg::Reply {
@@ -222,28 +245,44 @@ mod tests {
         let (stream, _) = listener.accept().await.unwrap();
         let (read, mut write) = stream.into_split();
         let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": ["oob"]}}"#;
-        write.write_all(format!("{greeting}\n").as_bytes()).await.unwrap();
+        write
+            .write_all(format!("{greeting}\n").as_bytes())
+            .await
+            .unwrap();
         let mut lines = BufReader::new(read).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let v: Value = serde_json::from_str(&line).unwrap();
             let id = v["id"].clone();
             let reply = match v["execute"].as_str().unwrap() {
                 "qmp_capabilities" => json!({"return": {}, "id": id}),
-                "query-status" => json!({"return": {"status": "running", "running": true}, "id": id}),
+                "query-status" => {
+                    json!({"return": {"status": "running", "running": true}, "id": id})
+                }
                 "cont" => {
                     let ev = json!({"event": "RESUME", "data": {}, "timestamp": {"seconds": 1, "microseconds": 2}});
                     write.write_all(format!("{ev}\n").as_bytes()).await.unwrap();
                     // A stale reply with a foreign id must be skipped.
-                    write.write_all(b"{\"return\": {}, \"id\": 999}\n").await.unwrap();
+                    write
+                        .write_all(b"{\"return\": {}, \"id\": 999}\n")
+                        .await
+                        .unwrap();
                     json!({"return": {}, "id": id})
                 }
                 "quit" => {
-                    write.write_all(format!("{}\n", json!({"return": {}, "id": id})).as_bytes()).await.unwrap();
+                    write
+                        .write_all(format!("{}\n", json!({"return": {}, "id": id})).as_bytes())
+                        .await
+                        .unwrap();
                     return;
                 }
-                other => json!({"error": {"class": "CommandNotFound", "desc": format!("The command {other} has not been found")}, "id": id}),
+                other => {
+                    json!({"error": {"class": "CommandNotFound", "desc": format!("The command {other} has not been found")}, "id": id})
+                }
             };
-            write.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+            write
+                .write_all(format!("{reply}\n").as_bytes())
+                .await
+                .unwrap();
         }
     }
 
@@ -258,15 +297,25 @@ mod tests {
         let status = qmp.execute("query-status", None).await.unwrap();
         assert_eq!(status["status"], "running");
         qmp.execute("cont", None).await.unwrap();
-        assert_eq!(qmp.try_next_event().unwrap().name, "RESUME", "kept while waiting for the reply");
+        assert_eq!(
+            qmp.try_next_event().unwrap().name,
+            "RESUME",
+            "kept while waiting for the reply"
+        );
         assert!(qmp.try_next_event().is_none());
         match qmp.execute("nonsense", Some(json!({"x": 1}))).await {
             Err(ExecError::Qmp(e)) => assert_eq!(e.class, "CommandNotFound"),
             other => panic!("expected a QMP error, got {other:?}"),
         }
         qmp.execute("quit", None).await.unwrap();
-        assert!(qmp.next_event().await.is_none(), "the closed connection ends the event stream");
-        assert!(matches!(qmp.execute("query-status", None).await, Err(ExecError::Closed | ExecError::Io(_))));
+        assert!(
+            qmp.next_event().await.is_none(),
+            "the closed connection ends the event stream"
+        );
+        assert!(matches!(
+            qmp.execute("query-status", None).await,
+            Err(ExecError::Closed | ExecError::Io(_))
+        ));
         server.await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -283,7 +332,10 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(5)).await;
             drop(s);
         });
-        let err = Qmp::connect(&path, Duration::from_millis(200)).await.err().unwrap();
+        let err = Qmp::connect(&path, Duration::from_millis(200))
+            .await
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("timed out"), "{err}");
         hold.abort();
         std::fs::remove_dir_all(&dir).unwrap();
@@ -291,8 +343,15 @@ mod tests {
 
     #[test]
     fn parses_replies_and_events() {
-        assert!(matches!(parse(r#"{"return": {}, "id": 3}"#), Some(Msg::Reply { id: Some(3), result: Ok(_) })));
-        match parse(r#"{"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}"#) {
+        assert!(matches!(
+            parse(r#"{"return": {}, "id": 3}"#),
+            Some(Msg::Reply {
+                id: Some(3),
+                result: Ok(_)
+            })
+        ));
+        match parse(r#"{"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"}}"#)
+        {
             Some(Msg::Event(e)) => {
                 assert_eq!(e.name, "SHUTDOWN");
                 assert_eq!(e.data["guest"], true);
