@@ -801,3 +801,98 @@ async fn accelerator_probe_and_missing_qemu() {
     assert_eq!(d.describe().hypervisor_type, "QEMU");
     assert!(d.describe().hypervisor_version >= 8_000_000);
 }
+
+/// Bad input never reaches QEMU: images that refer to host files, corrupt blobs, formats
+/// the driver does not take, servers without an image, unknown servers, and state
+/// directories too long for unix sockets.
+#[tokio::test]
+async fn refuses_bad_images_and_unknown_servers() {
+    let env = Env::new(|_| {}).await;
+    let d = &env.driver;
+    let scratch = env.cfg.state_dir.join("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+
+    // A qcow2 whose backing file is a host file would let the guest read it.
+    let evil = scratch.join("evil.qcow2");
+    let st = std::process::Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            "/etc/hostname",
+        ])
+        .arg(&evil)
+        .arg("1M")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut spec = env.spec();
+    spec.image = Some(import(&env.blobs, &evil));
+    let err = d.spawn(&spec, env.events.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+    assert!(
+        !env.dir(spec.server_id).join("qemu.pid").exists(),
+        "no QEMU was started"
+    );
+    d.destroy(spec.server_id).await.unwrap();
+    assert!(!env.dir(spec.server_id).exists());
+
+    // A blob whose bytes do not match the image's hash.
+    let mut spec = env.spec();
+    let mut img = env.image.clone();
+    img.hash = "ab".repeat(64);
+    std::fs::write(env.blobs.join(&img.hash), b"not the image").unwrap();
+    spec.image = Some(img);
+    assert!(matches!(
+        d.spawn(&spec, env.events.clone()).await,
+        Err(Error::Internal(_))
+    ));
+    d.destroy(spec.server_id).await.unwrap();
+
+    // A format the driver does not boot, and no image at all.
+    let mut spec = env.spec();
+    spec.image.as_mut().unwrap().disk_format = "vmdk".into();
+    assert!(matches!(
+        d.spawn(&spec, env.events.clone()).await,
+        Err(Error::InvalidRequest(_))
+    ));
+    d.destroy(spec.server_id).await.unwrap();
+    let mut spec = env.spec();
+    spec.image = None;
+    assert!(matches!(
+        d.spawn(&spec, env.events.clone()).await,
+        Err(Error::InvalidRequest(_))
+    ));
+    d.destroy(spec.server_id).await.unwrap();
+    assert!(d.list_instances().await.unwrap().is_empty());
+
+    // Unknown servers.
+    let ghost = ServerId::new();
+    assert!(matches!(d.pause(ghost).await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        d.console_output(ghost, None).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        d.vnc_console(ghost).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        d.snapshot(ghost, ImageId::new()).await,
+        Err(Error::NotFound(_))
+    ));
+    d.destroy(ghost).await.unwrap();
+
+    // Socket paths must fit in sun_path.
+    let mut cfg = env.cfg.clone();
+    cfg.state_dir = env.cfg.state_dir.join("x".repeat(80));
+    let err = QemuDriver::start(cfg, env.events.clone())
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+}
