@@ -5,15 +5,17 @@
 //! Between requests it watches QMP events and the process, keeps the shared observed power
 //! state current, and reports power changes nobody asked for (the guest powered itself off,
 //! paused on an error, panicked, or QEMU died) to the [`EventSink`]. A guest that reboots
-//! itself stays `Running` and is not reported. While a
-//! request runs, what it causes is not reported: the request's own answer carries it.
+//! itself stays `Running` and is not reported. What a request causes is not reported (the
+//! request's own answer carries it), but a QEMU that dies without being told to is reported
+//! `Crashed` even in the middle of a request.
 //!
 //! Invariants:
 //! - the actor lives exactly as long as the QEMU process it owns, or until the driver drops
 //!   its handle (detach: the process keeps running and a later driver re-attaches);
 //! - a guest that powers off on its own is reported once as `Shutdown`, then the actor quits
 //!   the process (QEMU runs with `-no-shutdown`), so "Shutdown" always means "no process";
-//! - a process that ends without a SHUTDOWN event (killed, crashed) is reported `Crashed`.
+//! - a process that ends without a SHUTDOWN event or our own `quit` (killed, crashed) is
+//!   reported `Crashed`.
 
 use super::procfs;
 use super::qmp::{Event, ExecError, Qmp};
@@ -48,6 +50,9 @@ pub fn set_power(p: &SharedPower, s: PowerState) {
 }
 
 type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// Longest wait for one QMP reply (long operations poll with short commands).
+const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Static facts the diagnostics need besides QMP.
 #[derive(Clone, Debug)]
@@ -153,6 +158,7 @@ impl ActorHandle {
             busy: false,
             quit_pending: false,
             reset_seen: false,
+            quitting: false,
         };
         let task = tokio::spawn(actor.run(rx));
         ActorHandle { tx, pid, task }
@@ -222,6 +228,8 @@ struct Actor {
     quit_pending: bool,
     /// A RESET event arrived since the last `system_reset` the actor sent.
     reset_seen: bool,
+    /// The actor is ending the process itself.
+    quitting: bool,
 }
 
 fn exec_err(cmd: &str, e: ExecError) -> Error {
@@ -324,7 +332,9 @@ impl Actor {
             Observation::QmpClosed => self.qmp = None,
             Observation::Exited(exit) => {
                 let before = self.power();
-                let expected = quiet || self.shutdown_seen || before == PowerState::Shutdown;
+                // Only our own `quit` or a SHUTDOWN (guest poweroff, SIGTERM) ends QEMU
+                // legitimately; anything else is a crash, even in the middle of a request.
+                let expected = self.quitting || self.shutdown_seen;
                 if before != PowerState::Suspended {
                     self.set(if expected {
                         PowerState::Shutdown
@@ -419,7 +429,13 @@ impl Actor {
         let Some(qmp) = self.qmp.as_mut() else {
             return Err(Error::conflict("The QEMU process is not running."));
         };
-        qmp.execute(cmd, args).await.map_err(|e| exec_err(cmd, e))
+        // A hung QEMU must not hang the actor forever; a late reply is skipped by its id.
+        match tokio::time::timeout(QMP_TIMEOUT, qmp.execute(cmd, args)).await {
+            Ok(r) => r.map_err(|e| exec_err(cmd, e)),
+            Err(_) => Err(Error::internal(format!(
+                "QMP {cmd}: no reply within {QMP_TIMEOUT:?}"
+            ))),
+        }
     }
 
     async fn status(&mut self) -> Result<String> {
@@ -431,6 +447,7 @@ impl Actor {
         if self.exited.is_some() {
             return Ok(());
         }
+        self.quitting = true;
         // The reply may never come (QEMU closes the socket as it exits): that is fine.
         if let Some(qmp) = self.qmp.as_mut() {
             let _ = tokio::time::timeout(Duration::from_secs(2), qmp.execute("quit", None)).await;
