@@ -516,6 +516,11 @@ impl Actor {
     }
 
     async fn soft_reboot(&mut self, timeout: Duration) -> Result<bool> {
+        if self.status().await? != "running" {
+            // A paused guest cannot see the power button: waiting would only burn the timeout.
+            self.reset().await?;
+            return Ok(false);
+        }
         let graceful = self.powerdown(timeout).await?;
         if !graceful {
             tracing::info!(server = %self.server_id, "guest ignored the power button; hard reset");
