@@ -66,6 +66,26 @@ fn rss_mib(pid: u32) -> u64 {
         / 1024
 }
 
+/// Kills the guests left under the state directory and removes it, also on an early error.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for e in std::fs::read_dir(self.0.join("instances"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(pid) = std::fs::read_to_string(e.path().join("qemu.pid")) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid.trim()])
+                    .status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
@@ -75,6 +95,7 @@ async fn main() -> Result<(), String> {
     );
     let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(5);
     let state = std::env::temp_dir().join(format!("nq-bench-{}", std::process::id()));
+    let _cleanup = Cleanup(state.clone());
     let blobs = state.join("blobs");
     std::fs::create_dir_all(&blobs).map_err(|e| e.to_string())?;
     let bytes = std::fs::read(&image).map_err(|e| e.to_string())?;
@@ -185,6 +206,5 @@ async fn main() -> Result<(), String> {
     stats("same argv by hand -> GUEST-READY", by_hand);
     rss.sort();
     println!("{:>32}: {:?} MiB", "idle guest RSS (2 s after READY)", rss);
-    let _ = std::fs::remove_dir_all(&state);
     Ok(())
 }

@@ -678,8 +678,9 @@ async fn guest_initiated_changes_crashes_and_reattach() {
         vec![(id, PowerState::Shutdown)]
     );
 
-    // Start it, then drop the driver: the guest keeps running, a new driver re-attaches.
-    assert_eq!(d.power_on(&spec).await.unwrap(), PowerState::Running);
+    // A hard reboot of a stopped server boots it (Nova semantics). Then drop the driver:
+    // the guest keeps running, and a new driver re-attaches to it.
+    assert_eq!(d.reboot(&spec, true).await.unwrap(), PowerState::Running);
     env.wait_console(id, "GUEST-READY", 3, BOOT).await;
     let pid = env.pid(id);
     let Env {
