@@ -54,6 +54,23 @@ fn stats(name: &str, mut v: Vec<Duration>) {
     );
 }
 
+/// Host uptime in seconds (the clock of /proc/<pid>/stat start times).
+fn uptime_secs() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// (start time in seconds since host boot, CPU time used) of a process; 10 ms resolution.
+fn proc_times(pid: u32) -> Option<(f64, Duration)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = |i: usize| f.get(i)?.parse::<u64>().ok();
+    let cpu = ticks(11)? + ticks(12)?;
+    Some((ticks(19)? as f64 / 100.0, Duration::from_millis(cpu * 10)))
+}
+
 fn rss_mib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -129,82 +146,147 @@ async fn main() -> Result<(), String> {
         nics: vec![],
         volumes: vec![],
     };
-    // Warm the base-image cache so runs measure boots, not the one-time import.
+    // Warm the base-image cache so runs measure boots, not the one-time import, and take
+    // the driver's argv for the hand runs (they reuse the warm-up server's directory).
     let warm = ServerId::new();
     driver
         .spawn(&spec(warm), Arc::new(Quiet))
         .await
         .map_err(|e| e.to_string())?;
+    let warm_dir = driver.instance_dir(warm);
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(warm_dir.join("instance.json")).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    let argv: Vec<String> =
+        serde_json::from_value(record["argv"].clone()).map_err(|e| e.to_string())?;
+    let base = record["base"].as_str().unwrap_or_default().to_owned();
     driver.destroy(warm).await.map_err(|e| e.to_string())?;
 
-    let (mut via_driver, mut to_running, mut by_hand, mut rss) = (vec![], vec![], vec![], vec![]);
-    for _ in 0..runs {
-        // (a) through the driver.
-        let id = ServerId::new();
-        let dir = driver.instance_dir(id);
-        let t = Instant::now();
-        driver
-            .spawn(&spec(id), Arc::new(Quiet))
-            .await
-            .map_err(|e| e.to_string())?;
-        to_running.push(t.elapsed());
-        let left = Duration::from_secs(60);
-        wait_ready(&dir.join("console.log"), left).await?;
-        via_driver.push(t.elapsed());
-        let record: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(dir.join("instance.json")).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
-        let argv: Vec<String> =
-            serde_json::from_value(record["argv"].clone()).map_err(|e| e.to_string())?;
-        let base = record["base"].as_str().unwrap_or_default().to_owned();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let pid: u32 = std::fs::read_to_string(dir.join("qemu.pid"))
-            .map_err(|e| e.to_string())?
-            .trim()
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        rss.push(rss_mib(pid));
-        driver.destroy(id).await.map_err(|e| e.to_string())?;
-
-        // (b) the same argv by hand, in a directory of the same name, on a fresh overlay.
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let overlay = dir.join("disk.qcow2");
-        let st = std::process::Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", &base])
-            .arg(&overlay)
-            .arg("1G")
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !st.success() {
-            return Err("qemu-img create failed".into());
+    let mut r = Results::default();
+    for i in 0..runs {
+        // Alternate the order so neither variant always follows the other.
+        if i % 2 == 0 {
+            driver_run(&driver, &spec(ServerId::new()), &mut r).await?;
+            hand_run(&warm_dir, &argv, &base, &mut r).await?;
+        } else {
+            hand_run(&warm_dir, &argv, &base, &mut r).await?;
+            driver_run(&driver, &spec(ServerId::new()), &mut r).await?;
         }
-        let t = Instant::now();
-        let mut child = tokio::process::Command::new("qemu-system-x86_64")
-            .args(&argv)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        let r = wait_ready(&dir.join("console.log"), left)
-            .await
-            .map(|_| t.elapsed());
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-        by_hand.push(r?);
-        let _ = std::fs::remove_dir_all(&dir);
     }
     println!(
-        "QEMU {} / accel {}",
+        "QEMU {} / accel {} / load average {}",
         driver.describe().hypervisor_version,
-        driver.accelerator()
+        driver.accelerator(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
-    stats("driver spawn() -> Running", to_running);
-    stats("driver spawn() -> GUEST-READY", via_driver);
-    stats("same argv by hand -> GUEST-READY", by_hand);
-    rss.sort();
-    println!("{:>32}: {:?} MiB", "idle guest RSS (2 s after READY)", rss);
+    stats("driver spawn() -> Running", r.to_running);
+    stats("driver spawn() -> GUEST-READY", r.via_driver);
+    stats("same argv by hand -> GUEST-READY", r.by_hand);
+    stats("driver spawn() -> QEMU exec", r.until_exec);
+    stats("QEMU CPU to READY, driver", r.cpu_driver);
+    stats("QEMU CPU to READY, by hand", r.cpu_hand);
+    r.rss.sort();
+    println!(
+        "{:>32}: {:?} MiB",
+        "idle guest RSS (2 s after READY)", r.rss
+    );
+    if let Some((_, own)) = proc_times(std::process::id()) {
+        println!(
+            "{:>32}: {} ms",
+            "CPU of this process (driver)",
+            own.as_millis()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Results {
+    to_running: Vec<Duration>,
+    via_driver: Vec<Duration>,
+    by_hand: Vec<Duration>,
+    rss: Vec<u64>,
+    // Load-independent figures: the driver's latency until the QEMU process exists, and
+    // QEMU's own CPU time until the marker (the guest's boot work), both ways.
+    until_exec: Vec<Duration>,
+    cpu_driver: Vec<Duration>,
+    cpu_hand: Vec<Duration>,
+}
+
+const READY_WITHIN: Duration = Duration::from_secs(90);
+
+async fn driver_run(
+    driver: &QemuDriver,
+    spec: &InstanceSpec,
+    r: &mut Results,
+) -> Result<(), String> {
+    let id = spec.server_id;
+    let dir = driver.instance_dir(id);
+    let t = Instant::now();
+    let called_at = uptime_secs();
+    driver
+        .spawn(spec, Arc::new(Quiet))
+        .await
+        .map_err(|e| e.to_string())?;
+    r.to_running.push(t.elapsed());
+    wait_ready(&dir.join("console.log"), READY_WITHIN).await?;
+    r.via_driver.push(t.elapsed());
+    let pid: u32 = std::fs::read_to_string(dir.join("qemu.pid"))
+        .map_err(|e| e.to_string())?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))?;
+    let (started, cpu) = proc_times(pid).ok_or("no /proc stat for QEMU")?;
+    r.cpu_driver.push(cpu);
+    r.until_exec
+        .push(Duration::from_secs_f64((started - called_at).max(0.0)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    r.rss.push(rss_mib(pid));
+    driver.destroy(id).await.map_err(|e| e.to_string())
+}
+
+/// The driver's argv started directly, on a fresh overlay, in the directory it names.
+async fn hand_run(dir: &Path, argv: &[String], base: &str, r: &mut Results) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let st = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base])
+        .arg(dir.join("disk.qcow2"))
+        .arg("1G")
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !st.success() {
+        return Err("qemu-img create failed".into());
+    }
+    let t = Instant::now();
+    // BENCH_HAND_SETSID=1 starts the hand runs in their own session too, as the driver does
+    // (with sched_autogroup, a session is its own CPU-scheduling group).
+    let mut cmd = if std::env::var_os("BENCH_HAND_SETSID").is_some() {
+        let mut c = tokio::process::Command::new("setsid");
+        c.arg("qemu-system-x86_64");
+        c
+    } else {
+        tokio::process::Command::new("qemu-system-x86_64")
+    };
+    let mut child = cmd
+        .args(argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let ready = wait_ready(&dir.join("console.log"), READY_WITHIN)
+        .await
+        .map(|_| t.elapsed());
+    if let Some((_, cpu)) = child.id().and_then(proc_times) {
+        r.cpu_hand.push(cpu);
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(dir);
+    r.by_hand.push(ready?);
     Ok(())
 }
