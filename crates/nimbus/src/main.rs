@@ -306,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
             println!("  openstack --os-cloud nimbus server list\n");
             let stop = running.shutdown_handle();
             let control = running.control.clone();
+            let qemu = running.qemu();
             tokio::spawn(async move {
                 shutdown_signal().await;
                 tracing::info!("shutting down");
@@ -313,6 +314,10 @@ async fn main() -> anyhow::Result<()> {
                 let _ = stop.send(true);
             });
             running.wait().await?;
+            // Guests keep running; the next start re-attaches to them.
+            if let Some(q) = qemu {
+                q.detach_all().await;
+            }
             Ok(())
         }
     }
