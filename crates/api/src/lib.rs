@@ -4,7 +4,9 @@
 //! Each dialect maps [`nimbus_model::Error`] to its own status and fault body in a single
 //! `match` (see `openstack::compute::fault`, `openstack::identity::fault`, ...).
 
+mod alliance;
 pub mod common;
+mod mogan;
 pub mod openstack;
 
 use axum::Router;
@@ -56,6 +58,8 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::identity::router(state.clone()))
         .merge(openstack::compute::router(state.clone()))
         .merge(openstack::image::router(state.clone()))
+        .merge(mogan::router(state.clone()))
+        .merge(alliance::router(state.clone()))
         .route(
             "/",
             axum::routing::get(openstack::root_versions).with_state(state.clone()),
