@@ -7,12 +7,12 @@
 
 use crate::Control;
 use crate::flavors::FlavorListQuery;
-use crate::images::ImageListQuery;
+use crate::images::{ImageListFilter, ImageListQuery};
 use crate::servers::ServerListQuery;
 use nimbus_model::Result;
 use nimbus_model::flavor::Flavor;
 use nimbus_model::identity::Context;
-use nimbus_model::image::{Image, ImageFilter};
+use nimbus_model::image::Image;
 use nimbus_model::network::Network;
 use nimbus_model::server::{Server, ServerFilter, ServerPage};
 
@@ -40,12 +40,12 @@ impl Control {
         self.flavors_list(ctx, q).await
     }
 
-    /// Images visible to the caller whose name is exactly `name`.
+    /// Images the caller's Glance listing shows whose name is exactly `name`.
     pub async fn images_named(&self, ctx: &Context, name: &str) -> Result<Vec<Image>> {
         let q = ImageListQuery {
-            filter: ImageFilter {
-                name: Some(name.to_owned()),
-                ..ImageFilter::default()
+            filter: ImageListFilter {
+                name: Some(vec![name.to_owned()]),
+                ..ImageListFilter::default()
             },
             ..ImageListQuery::default()
         };
