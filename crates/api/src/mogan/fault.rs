@@ -75,8 +75,14 @@ pub fn render(e: &MoganError) -> Response {
     } else {
         "Server"
     };
-    let inner = json!({"faultcode": faultcode, "faultstring": message, "debuginfo": null});
-    crate::common::json(status, json!({"error_message": inner.to_string()}))
+    // Written as Python's `json.dumps` prints WSME's fault dict (key order, `": "` and
+    // `", "` separators), so the string is byte-for-byte what Mogan sends.
+    let inner = format!(
+        "{{\"faultcode\": {}, \"faultstring\": {}, \"debuginfo\": null}}",
+        json!(faultcode),
+        json!(message)
+    );
+    crate::common::json(status, json!({ "error_message": inner }))
 }
 
 /// For `common::render_error` (extractor rejections, 401s, unknown URLs, panics).
@@ -108,5 +114,23 @@ mod tests {
         }
         let (_, m) = status_and_message(&MoganError::Core(Error::internal("secret")));
         assert!(!m.contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn two_layer_body() {
+        let resp = render(&MoganError::Core(Error::not_found(
+            "Instance \"x\" could not be found.",
+        )));
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let outer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let text = outer["error_message"].as_str().unwrap();
+        assert_eq!(
+            text,
+            r#"{"faultcode": "Client", "faultstring": "Instance \"x\" could not be found.", "debuginfo": null}"#
+        );
+        let inner: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(inner["faultstring"], "Instance \"x\" could not be found.");
     }
 }
