@@ -317,7 +317,9 @@ async fn golden_fixtures() {
 /// `target_power_state` is visible while a change is in flight, then cleared.
 #[tokio::test]
 async fn power_changes_track_the_target() {
-    let c = Cloud::start_with(|cfg| cfg.fake.action_delay = Duration::from_millis(400)).await;
+    // Slow power actions, so the in-flight reads land before the change completes even on
+    // a loaded machine.
+    let c = Cloud::start_with(|cfg| cfg.fake.action_delay = Duration::from_millis(1000)).await;
     let m = c.new_member("bm").await;
     let image = c.image(&m, "img", b"x").await;
     let (public, _) = networks(&c, &m, "p").await;
