@@ -2426,7 +2426,7 @@ impl Control {
     /// A guest changed power state on its own. A running server whose guest stopped or
     /// crashed becomes SHUTOFF (Nova's power-state sync), with the cause in its action log
     /// and fault; an HA server is then started again.
-    async fn power_state_changed(
+    pub(crate) async fn power_state_changed(
         &self,
         id: ServerId,
         power: PowerState,

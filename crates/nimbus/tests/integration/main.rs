@@ -10,6 +10,7 @@ mod identity;
 mod images;
 mod keypairs;
 mod mogan;
+mod qemu;
 mod quotas;
 mod server_groups;
 mod servers;
