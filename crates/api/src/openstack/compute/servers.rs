@@ -1129,6 +1129,7 @@ async fn update(
         access_ipv6: f.access_ipv6,
         ha: None,
         tags: None,
+        metadata: None,
     };
     let s = api.control().server_update(&api.ctx, id, upd).await?;
     let opts = if api.v.at_least(75) {
