@@ -7,6 +7,7 @@
 
 pub mod fake;
 pub mod hypervisor;
+pub mod net;
 pub mod qemu;
 pub mod remote;
 pub mod server;
