@@ -15,8 +15,9 @@
 # releases, so the cache key includes it.
 #
 # The guest's /init: mounts proc/sys/dev, loads the virtio modules in dependency order (the
-# .deb has no modules.dep), brings up eth0 (static from the kernel word gip=ADDR/PREFIX, else
-# DHCP), starts busybox acpid so the ACPI power button runs `poweroff -f`, prints
+# .deb has no modules.dep), brings up every ethN (static or DHCP as the host's SMBIOS OEM
+# string "nimbus-nic <mac> ..." says; DHCP without one; eth0 static from the kernel word
+# gip=ADDR/PREFIX when given), starts busybox acpid so the ACPI power button runs `poweroff -f`, prints
 #   GUEST-READY ip=<a.b.c.d/n> uptime=<s> boot=<boot-id> cpus=<n> mem_kb=<n> disks=<vda,...>
 # on the serial console, then runs a root shell there forever.
 set -euo pipefail
@@ -101,15 +102,33 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
     insmod /lib/modules/$m.ko $args 2>/dev/null
 done
 ip link set lo up
-if [ -e /sys/class/net/eth0 ]; then
-    ip link set eth0 up
-    # Kernel-cmdline words k=v reach /init as environment variables.
-    if [ -n "$gip" ]; then
-        ip addr add "$gip" dev eth0
-    else
-        udhcpc -i eth0 -q -n -t 5 -T 1 -s /etc/udhcpc.script >/dev/null 2>&1
-    fi
-fi
+# Every NIC: the host describes each one in an SMBIOS OEM string (type 11; the image boots
+# from its own disk, so the host cannot add kernel arguments):
+#   nimbus-nic <mac> <dhcp|static|none> [ip4=ADDR/PREFIX] [gw4=ADDR] [ip6=ADDR/64]
+# A NIC without one uses DHCP. The kernel word gip=ADDR/PREFIX (hand experiments with
+# -kernel; kernel-cmdline words k=v reach /init as environment variables) sets eth0.
+oem=$(for f in /sys/firmware/dmi/entries/11-*/raw; do
+    [ -e "$f" ] && tail -c +6 "$f" | tr '\0' '\n'   # skip the 5-byte structure header
+done | grep '^nimbus-nic ')
+for dev in $(ls /sys/class/net | grep '^eth'); do
+    mac=$(cat /sys/class/net/$dev/address)
+    set -- $(echo "$oem" | grep -i "^nimbus-nic $mac " | head -n 1)
+    mode=${3:-dhcp}
+    if [ $# -ge 3 ]; then shift 3; else set --; fi
+    [ "$dev" = eth0 ] && [ -n "$gip" ] && mode=gip
+    ip link set "$dev" up
+    case $mode in
+    gip) ip addr add "$gip" dev "$dev" ;;
+    dhcp) udhcpc -i "$dev" -q -n -t 5 -T 1 -s /etc/udhcpc.script >/dev/null 2>&1 ;;
+    esac
+    for kv in "$@"; do
+        case $kv in
+        ip4=*) [ "$mode" = static ] && ip addr add "${kv#ip4=}" dev "$dev" ;;
+        gw4=*) [ "$mode" = static ] && ip route add default via "${kv#gw4=}" dev "$dev" 2>/dev/null ;;
+        ip6=*) ip -6 addr add "${kv#ip6=}" dev "$dev" 2>/dev/null ;;
+        esac
+    done
+done
 acpid -c /etc/acpi -l /dev/null
 ip4=$(ip -4 -o addr show dev eth0 2>/dev/null | awk '{print $4}')
 read up _ </proc/uptime

@@ -10,7 +10,7 @@
 use async_trait::async_trait;
 use nimbus_agent::Hypervisor;
 use nimbus_agent::qemu::{LocalBlobSource, QemuConfig, QemuDriver, probe_accel};
-use nimbus_model::agent::{AgentEvent, EventSink, ImageSpec, InstanceSpec};
+use nimbus_model::agent::{AgentEvent, EventSink, ImageSpec, InstanceSpec, NicSpec};
 use nimbus_model::state::PowerState;
 use nimbus_model::{Error, ImageId, ServerId};
 use sha2::{Digest, Sha512};
@@ -244,7 +244,10 @@ impl Env {
         let deadline = Instant::now() + timeout;
         loop {
             let c = self.console(id).await;
-            if c.matches(needle).count() >= count {
+            // Only complete lines count: the guest writes a line byte by byte, and a caller
+            // reading fields of the line must see all of it.
+            let complete = &c[..c.rfind('\n').map_or(0, |i| i + 1)];
+            if complete.matches(needle).count() >= count {
                 return c;
             }
             assert!(
@@ -287,6 +290,63 @@ impl Env {
             .await;
         let line = out.lines().rev().find(|l| l.starts_with(&tag)).unwrap();
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Run a shell command on the serial console and answer its output (stdout and
+    /// stderr), waiting up to `timeout`. Markers built with `$((..))` keep the shell's echo
+    /// of the command from matching.
+    ///
+    /// The output is read from the serial socket, not from console.log: QEMU writes guest
+    /// output to a connected client one byte per write, and when such a write meets a full
+    /// socket (EAGAIN) the byte can land in the logfile twice. Reading also keeps the
+    /// socket from filling up, which would stall the guest's serial output.
+    async fn sh_wait(&self, id: ServerId, cmd: &str, timeout: Duration) -> String {
+        let n = 1000 + (uuid::Uuid::new_v4().as_u128() % 9000) as u32;
+        let (begin, end) = (format!("Q{}B\n", n + 1), format!("Q{}E", n + 1));
+        let line = format!(
+            "{{ {cmd}; }} >/tmp/o 2>&1; echo Q$(({n} + 1))B; cat /tmp/o; echo Q$(({n} + 1))E\n"
+        );
+        let mut s = tokio::net::UnixStream::connect(self.dir(id).join("serial.sock"))
+            .await
+            .unwrap();
+        s.write_all(line.as_bytes()).await.unwrap();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut got = Vec::new();
+        loop {
+            let text = String::from_utf8_lossy(&got)
+                .replace("\r\n", "\n")
+                .replace('\r', "");
+            if let Some(e) = text.find(&end)
+                && let Some(b) = text[..e].rfind(&begin)
+            {
+                return text[b + begin.len()..e].to_owned();
+            }
+            let mut chunk = [0u8; 4096];
+            match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+                Ok(Ok(k)) if k > 0 => got.extend_from_slice(&chunk[..k]),
+                Ok(r) => panic!("serial console closed ({r:?}) while running {cmd:?}: {text}"),
+                Err(_) => panic!("{cmd:?} did not finish within {timeout:?}:\n{text}"),
+            }
+        }
+    }
+
+    async fn sh(&self, id: ServerId, cmd: &str) -> String {
+        self.sh_wait(id, cmd, Duration::from_secs(60)).await
+    }
+
+    /// How many of 3 pings from `id` to `ip` were answered ("Network is unreachable"
+    /// counts as none; anything else without busybox's summary line fails the test).
+    async fn pings(&self, id: ServerId, ip: &str) -> u32 {
+        let out = self.sh(id, &format!("ping -c 3 -W 1 {ip}")).await;
+        match out.find(" packets received") {
+            Some(i) => out[..i]
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("bad ping summary: {out}")),
+            None if out.contains("unreachable") => 0,
+            None => panic!("no ping summary: {out}"),
+        }
     }
 
     /// The readiness lines, in boot order. A reset can land after a prompt, so the marker
@@ -896,4 +956,251 @@ async fn refuses_bad_images_and_unknown_servers() {
         .err()
         .unwrap();
     assert!(matches!(err, Error::InvalidRequest(_)), "{err:?}");
+}
+
+fn nic(network: &str, mac: &str, ip: &str, gateway: Option<&str>, dhcp: bool) -> NicSpec {
+    NicSpec {
+        id: format!("nic-{mac}"),
+        network_id: network.to_owned(),
+        mac: mac.to_owned(),
+        ipv4: Some(ip.to_owned()),
+        ipv4_prefix: Some(24),
+        gateway: gateway.map(str::to_owned),
+        ipv6: None,
+        dhcp,
+        firewall: "DISABLED".into(),
+    }
+}
+
+fn record_nics(env: &Env, id: ServerId) -> Vec<String> {
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir(id).join("instance.json")).unwrap()).unwrap();
+    rec["spec"]["nics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["mac"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Three real guests: A1 and A2 on network A (DHCP served by the switch, gateway 10.1.0.1),
+/// B1 on network B (static address from the SMBIOS OEM string). Reachability, isolation,
+/// addresses, firewall profiles, counters, hot-plug and detach, and an agent restart, all
+/// checked from the guests' serial consoles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_on_two_networks() {
+    let mut env = Env::new(|_| {}).await;
+    let (net_a, net_b) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
+    let (mac_a1, mac_a2, mac_b1) = (
+        "fa:16:3e:0a:00:01",
+        "fa:16:3e:0a:00:02",
+        "fa:16:3e:0b:00:01",
+    );
+    let mut a1 = env.spec();
+    a1.nics = vec![nic(&net_a, mac_a1, "10.1.0.11", Some("10.1.0.1"), true)];
+    let mut a2 = env.spec();
+    a2.nics = vec![nic(&net_a, mac_a2, "10.1.0.12", Some("10.1.0.1"), true)];
+    let mut b1 = env.spec();
+    b1.nics = vec![nic(&net_b, mac_b1, "10.2.0.21", None, false)];
+    let t0 = Instant::now();
+    for s in [&a1, &a2, &b1] {
+        assert_eq!(
+            env.driver.spawn(s, env.events.clone()).await.unwrap(),
+            PowerState::Running
+        );
+    }
+    let mut b1_spec = b1.clone();
+    let (a1, a2, b1) = (a1.server_id, a2.server_id, b1.server_id);
+    for (id, ip) in [
+        (a1, "10.1.0.11/24"),
+        (a2, "10.1.0.12/24"),
+        (b1, "10.2.0.21/24"),
+    ] {
+        let c = env.wait_console(id, "GUEST-READY", 1, BOOT * 2).await;
+        assert_eq!(marker_field(&ready_lines(&c)[0], "ip"), ip, "{c}");
+    }
+    eprintln!("three guests ready after {:?}", t0.elapsed());
+
+    // Exactly the allocated MACs and addresses; A's default route came from DHCP (the
+    // OEM string of a DHCP NIC carries no gateway), B has none.
+    for (id, mac, ip) in [
+        (a1, mac_a1, "10.1.0.11/24"),
+        (a2, mac_a2, "10.1.0.12/24"),
+        (b1, mac_b1, "10.2.0.21/24"),
+    ] {
+        let out = env
+            .sh(
+                id,
+                "ip -o addr show dev eth0; cat /sys/class/net/eth0/address; ip route",
+            )
+            .await;
+        assert!(out.contains(&format!("inet {ip} ")), "{out}");
+        assert!(out.contains(mac), "{out}");
+        assert_eq!(
+            out.contains("default via 10.1.0.1"),
+            id != b1,
+            "routes: {out}"
+        );
+    }
+
+    // One segment per network: A1 reaches A2; B1 is unreachable even from an address in
+    // B's subnet, and B1's switch port never sees A's traffic.
+    assert_eq!(env.pings(a1, "10.1.0.12").await, 3);
+    let b1_rx = env.driver.diagnostics(b1).await.unwrap().nic_details[0].rx_packets;
+    env.sh(a1, "ip addr add 10.2.0.99/24 dev eth0").await;
+    assert_eq!(env.pings(a1, "10.2.0.21").await, 0);
+    env.sh(a1, "ip addr del 10.2.0.99/24 dev eth0").await;
+    assert_eq!(
+        env.driver.diagnostics(b1).await.unwrap().nic_details[0].rx_packets,
+        b1_rx
+    );
+
+    // Firewall. PROTECTED: A2 is unreachable, but its own pings get their replies.
+    let d = &env.driver;
+    d.set_firewall(a2, mac_a2, "PROTECTED").await.unwrap();
+    assert_eq!(env.pings(a1, "10.1.0.12").await, 0);
+    assert_eq!(env.pings(a2, "10.1.0.11").await, 3);
+    assert!(d.diagnostics(a2).await.unwrap().nic_details[0].rx_drop >= 3);
+    // DISABLED restores it; ENABLED lets pings and TCP 80 in, but not TCP 8080.
+    d.set_firewall(a2, mac_a2, "DISABLED").await.unwrap();
+    assert_eq!(env.pings(a1, "10.1.0.12").await, 3);
+    d.set_firewall(a2, mac_a2, "ENABLED").await.unwrap();
+    assert_eq!(env.pings(a1, "10.1.0.12").await, 3);
+    env.sh(a2, "httpd -p 80 -h /tmp; httpd -p 8080 -h /tmp")
+        .await;
+    let wget = |port: u16| format!("timeout 5 wget -O /dev/null http://10.1.0.12:{port}/");
+    let out = env.sh(a1, &wget(80)).await;
+    assert!(out.contains("404"), "port 80 is open under ENABLED: {out}");
+    let out = env.sh(a1, &wget(8080)).await;
+    assert!(
+        !out.contains("404"),
+        "port 8080 is filtered under ENABLED: {out}"
+    );
+    d.set_firewall(a2, mac_a2, "DISABLED").await.unwrap();
+    let out = env.sh(a1, &wget(8080)).await;
+    assert!(out.contains("404"), "DISABLED opens everything: {out}");
+    assert!(matches!(
+        d.set_firewall(a2, mac_a2, "OPEN").await,
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        d.set_firewall(a2, "fa:16:3e:ff:ff:ff", "ENABLED").await,
+        Err(Error::NotFound(_))
+    ));
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(env.dir(a2).join("instance.json")).unwrap()).unwrap();
+    assert_eq!(rec["spec"]["nics"][0]["firewall"], "DISABLED", "persisted");
+
+    // Counters come from the switch.
+    let diag = d.diagnostics(a1).await.unwrap();
+    let n = &diag.nic_details[0];
+    assert_eq!((diag.num_nics, n.mac_address.as_str()), (1, mac_a1));
+    assert!(
+        n.rx_octets > 0 && n.tx_octets > 0 && n.rx_packets >= 6 && n.tx_packets >= 6,
+        "{n:?}"
+    );
+
+    // Hot-plug: a NIC on B into A1 (static: configured by hand), one on A into B1 (DHCP).
+    let mac_a1b = "fa:16:3e:0b:00:02";
+    d.attach_nic(a1, &nic(&net_b, mac_a1b, "10.2.0.22", None, false))
+        .await
+        .unwrap();
+    d.attach_nic(a1, &nic(&net_b, mac_a1b, "10.2.0.22", None, false))
+        .await
+        .unwrap();
+    let mac_b1a = "fa:16:3e:0a:00:03";
+    d.attach_nic(
+        b1,
+        &nic(&net_a, mac_b1a, "10.1.0.13", Some("10.1.0.1"), true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(record_nics(&env, a1), vec![mac_a1, mac_a1b], "persisted");
+    let wait_eth1 = "for i in $(seq 100); do [ -e /sys/class/net/eth1 ] && break; sleep 0.2; done; cat /sys/class/net/eth1/address";
+    assert!(env.sh(a1, wait_eth1).await.contains(mac_a1b));
+    assert!(env.sh(b1, wait_eth1).await.contains(mac_b1a));
+    env.sh(a1, "ip link set eth1 up; ip addr add 10.2.0.22/24 dev eth1")
+        .await;
+    assert_eq!(env.pings(a1, "10.2.0.21").await, 3);
+    let out = env
+        .sh(
+            b1,
+            "ip link set eth1 up; udhcpc -i eth1 -q -n -t 5 -T 1 -s /etc/udhcpc.script; ip -o addr show dev eth1",
+        )
+        .await;
+    assert!(
+        out.contains("inet 10.1.0.13/24 "),
+        "DHCP on a hot-plugged NIC: {out}"
+    );
+    assert_eq!(env.pings(b1, "10.1.0.12").await, 3);
+    assert_eq!(d.diagnostics(a1).await.unwrap().num_nics, 2);
+
+    // Agent restart: the switches come back on the same sockets; running guests keep
+    // their segments (and their hot-plugged NICs).
+    env.driver.detach_all().await;
+    let fresh = QemuDriver::start(env.cfg.clone(), env.events.clone())
+        .await
+        .unwrap();
+    drop(std::mem::replace(&mut env.driver, fresh));
+    assert_eq!(env.pings(a1, "10.2.0.21").await, 3, "B after a restart");
+    assert_eq!(env.pings(a1, "10.1.0.12").await, 3, "A after a restart");
+    let d = &env.driver;
+    assert_eq!(d.diagnostics(a1).await.unwrap().num_nics, 2);
+
+    // Detach: the guest loses eth1, the record and the command line forget it.
+    d.detach_nic(a1, mac_a1b).await.unwrap();
+    let out = env
+        .sh(
+            a1,
+            "for i in $(seq 50); do [ -e /sys/class/net/eth1 ] || break; sleep 0.2; done; ls /sys/class/net",
+        )
+        .await;
+    assert!(!out.contains("eth1"), "{out}");
+    assert_eq!(env.pings(a1, "10.2.0.21").await, 0);
+    assert_eq!(record_nics(&env, a1), vec![mac_a1]);
+    let rec = std::fs::read_to_string(env.dir(a1).join("instance.json")).unwrap();
+    assert!(!rec.contains("fa163e0b0002"), "argv forgot the NIC: {rec}");
+    d.detach_nic(a1, mac_a1b).await.unwrap();
+    assert_eq!(d.diagnostics(a1).await.unwrap().num_nics, 1);
+
+    // A restart of B1 boots both its NICs in order: eth0 static on B, eth1 (the one
+    // plugged at runtime) by DHCP on A.
+    b1_spec
+        .nics
+        .push(nic(&net_a, mac_b1a, "10.1.0.13", Some("10.1.0.1"), true));
+    assert_eq!(record_nics(&env, b1), vec![mac_b1, mac_b1a]);
+    assert_eq!(
+        d.power_off(&b1_spec, 0).await.unwrap(),
+        PowerState::Shutdown
+    );
+    assert_eq!(d.power_on(&b1_spec).await.unwrap(), PowerState::Running);
+    env.wait_console(b1, "GUEST-READY", 2, BOOT * 2).await;
+    let out = env
+        .sh(
+            b1,
+            "ip -o -4 addr show; cat /sys/class/net/eth0/address /sys/class/net/eth1/address",
+        )
+        .await;
+    for want in [
+        "eth0    inet 10.2.0.21/24 ",
+        "eth1    inet 10.1.0.13/24 ",
+        &format!("{mac_b1}\n{mac_b1a}"),
+    ] {
+        assert!(out.contains(want), "{want:?} in {out}");
+    }
+    assert_eq!(env.pings(b1, "10.1.0.12").await, 3);
+
+    // Destroying the servers unplugs every port; idle switches go away.
+    for id in [a1, a2, b1] {
+        d.destroy(id).await.unwrap();
+    }
+    assert!(
+        d.fabric().networks().is_empty(),
+        "{:?}",
+        d.fabric().networks()
+    );
+    eprintln!("network test took {:?}", t0.elapsed());
 }

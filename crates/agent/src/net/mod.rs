@@ -3,12 +3,16 @@
 //! bridges, nothing on the host's own network stack.
 //!
 //! ```text
-//!  QEMU (server 1)                       agent process
-//!  -netdev dgram,local=<inst>/nic-<mac>.sock ──┐
-//!                 remote=<net>/<network>.sock  ├──▶ <state>/net/<network>.sock ─ Switch
-//!  QEMU (server 2) ... ────────────────────────┘        (learn, flood, firewall, DHCP,
-//!                                                          counters) ─▶ sendto(nic socket)
+//!  QEMU (server 1)                          agent process
+//!  -netdev dgram,local=<net>/nic-<mac>.sock ─┐
+//!                remote=<net>/<network>.sock ├─▶ <net>/<network>.sock ─ Switch (learn,
+//!  QEMU (server 2) ... ──────────────────────┘      flood, firewall, DHCP, counters)
+//!                                                     └─▶ sendto(<net>/nic-<mac>.sock)
 //! ```
+//!
+//! `<net>` is the driver's `<state_dir>/net` (mode 0700: only the agent's user can reach
+//! a switch or a NIC). QEMU binds the NIC sockets, the agent the network sockets. MACs are
+//! unique per deployment, so the MAC names a NIC's socket.
 //!
 //! [`Fabric`] owns the switches. A network's switch exists while at least one NIC of it is
 //! plugged; the driver plugs every NIC of every server it knows (running or not) with
@@ -158,6 +162,12 @@ impl Fabric {
 
     pub fn lease_secs(&self) -> u32 {
         self.lease_secs
+    }
+
+    /// QEMU's end of a NIC (its `local.path`): bound by QEMU, the switch delivers the
+    /// NIC's frames there.
+    pub fn nic_socket(&self, mac: &Mac) -> PathBuf {
+        self.dir.join(format!("nic-{}.sock", mac_hex(mac)))
     }
 
     /// The switch socket of a network (what QEMU's `remote.path` names).

@@ -26,6 +26,7 @@ use nimbus_model::agent::{
 use nimbus_model::state::PowerState;
 use nimbus_model::{Error, Result};
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -54,11 +55,12 @@ type Reply<T> = oneshot::Sender<Result<T>>;
 /// Longest wait for one QMP reply (long operations poll with short commands).
 const QMP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Static facts the diagnostics need besides QMP.
+/// Facts the diagnostics need besides QMP.
 #[derive(Clone, Debug)]
 pub struct DiagInput {
     pub ram_mb: u64,
-    pub macs: Vec<String>,
+    /// Per-NIC counters, read from the network switches by the driver.
+    pub nics: Vec<NicDetail>,
     pub accel: String,
 }
 
@@ -110,6 +112,21 @@ pub enum Request {
         input: DiagInput,
         reply: Reply<Diagnostics>,
     },
+    /// Hot-plug a NIC: `netdev_add` then `device_add` (the netdev is removed again if the
+    /// device cannot be added). A NIC already present (a re-run) counts as added.
+    AddNic {
+        netdev: Value,
+        device: Value,
+        reply: Reply<()>,
+    },
+    /// Hot-unplug a NIC: `device_del`, wait up to `timeout` for the guest to release it
+    /// (DEVICE_DELETED), then `netdev_del`. A NIC already gone counts as removed.
+    RemoveNic {
+        device_id: String,
+        netdev_id: String,
+        timeout: Duration,
+        reply: Reply<()>,
+    },
 }
 
 /// Why a call to the actor did not produce an answer.
@@ -159,6 +176,7 @@ impl ActorHandle {
             quit_pending: false,
             reset_seen: false,
             quitting: false,
+            deleted_devices: HashSet::new(),
         };
         let task = tokio::spawn(actor.run(rx));
         ActorHandle { tx, pid, task }
@@ -230,6 +248,8 @@ struct Actor {
     reset_seen: bool,
     /// The actor is ending the process itself.
     quitting: bool,
+    /// Device ids QEMU reported DEVICE_DELETED for (a hot-unplug completed).
+    deleted_devices: HashSet<String>,
 }
 
 fn exec_err(cmd: &str, e: ExecError) -> Error {
@@ -395,6 +415,11 @@ impl Actor {
                         // guest-reset of its own, so "who asked" could not be told anyway.)
                         self.reset_seen = true;
                         tracing::debug!(server = %self.server_id, reason = %data["reason"], "guest reset");
+                    }
+                    "DEVICE_DELETED" => {
+                        if let Some(d) = data["device"].as_str() {
+                            self.deleted_devices.insert(d.to_owned());
+                        }
                     }
                     "GUEST_PANICKED" => {
                         self.set(PowerState::Crashed);
@@ -685,25 +710,79 @@ impl Actor {
             uptime: procfs::age_secs(self.pid).unwrap_or(0),
             num_cpus: cpu_details.len() as u32,
             num_disks: disk_details.len() as u32,
-            num_nics: input.macs.len() as u32,
+            num_nics: input.nics.len() as u32,
             memory_details: MemoryDetails {
                 maximum: input.ram_mb,
                 used: procfs::rss_kib(self.pid).unwrap_or(0) / 1024,
             },
             cpu_details,
             disk_details,
-            // No QMP command exposes per-NIC counters for user-mode networking; real counters
-            // come with the per-network L2 segments.
-            nic_details: input
-                .macs
-                .into_iter()
-                .map(|mac_address| NicDetail {
-                    mac_address,
-                    ..Default::default()
-                })
-                .collect(),
+            // No QMP command exposes NIC counters; the switches count them.
+            nic_details: input.nics,
             config_drive: false,
         })
+    }
+
+    async fn add_nic(&mut self, netdev: Value, device: Value) -> Result<()> {
+        let duplicate = |e: &Error| e.to_string().contains("Duplicate");
+        if let Err(e) = self.exec("netdev_add", Some(netdev.clone())).await
+            && !duplicate(&e)
+        {
+            return Err(e);
+        }
+        match self.exec("device_add", Some(device)).await {
+            Ok(_) => Ok(()),
+            Err(e) if duplicate(&e) => Ok(()),
+            Err(e) => {
+                if let Some(id) = netdev["id"].as_str() {
+                    let _ = self.exec("netdev_del", Some(json!({ "id": id }))).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove_nic(
+        &mut self,
+        device_id: String,
+        netdev_id: String,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.deleted_devices.remove(&device_id);
+        let gone = |e: &Error| {
+            let m = e.to_string();
+            m.contains("DeviceNotFound") || m.contains("not found")
+        };
+        match self
+            .exec("device_del", Some(json!({ "id": device_id })))
+            .await
+        {
+            Ok(_) => {
+                // The guest must let go of the device (PCIe/ACPI hot-unplug) first.
+                let id = device_id.clone();
+                if !self
+                    .wait_until(Instant::now() + timeout, move |a| {
+                        a.deleted_devices.contains(&id) || a.exited.is_some()
+                    })
+                    .await
+                {
+                    return Err(Error::conflict(format!(
+                        "The guest did not release NIC {device_id} within {} s.",
+                        timeout.as_secs()
+                    )));
+                }
+            }
+            Err(e) if gone(&e) => {}
+            Err(e) => return Err(e),
+        }
+        match self
+            .exec("netdev_del", Some(json!({ "id": netdev_id })))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if gone(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn handle(&mut self, req: Request) {
@@ -764,6 +843,23 @@ impl Actor {
             }
             Request::Diagnostics { input, reply } => {
                 let v = self.diagnostics(input).await;
+                let _ = reply.send(v);
+            }
+            Request::AddNic {
+                netdev,
+                device,
+                reply,
+            } => {
+                let v = self.add_nic(netdev, device).await;
+                let _ = reply.send(v);
+            }
+            Request::RemoveNic {
+                device_id,
+                netdev_id,
+                timeout,
+                reply,
+            } => {
+                let v = self.remove_nic(device_id, netdev_id, timeout).await;
                 let _ = reply.send(v);
             }
         }

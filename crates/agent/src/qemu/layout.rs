@@ -12,6 +12,7 @@
 use nimbus_model::agent::InstanceSpec;
 use nimbus_model::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Unix socket paths must fit `sun_path` (108 bytes including the NUL).
@@ -78,6 +79,15 @@ pub struct Record {
     /// When an admin password was last requested (the password itself is not kept: there
     /// is no guest agent to apply it).
     pub password_set_at: Option<String>,
+    /// How many `pcie-root-port`s the last launch created (q35: one per NIC plus spares
+    /// for hot-plug). Records from before networking default to none.
+    #[serde(default)]
+    pub root_ports: u32,
+    /// Which root port each NIC sits on (MAC, lowercase → port index), for the running or
+    /// suspended process. Kept with `argv`: a resume needs the same devices on the same
+    /// buses.
+    #[serde(default)]
+    pub nic_ports: BTreeMap<String, u32>,
 }
 
 impl Record {
@@ -89,6 +99,8 @@ impl Record {
             argv: Vec::new(),
             running: false,
             password_set_at: None,
+            root_ports: 0,
+            nic_ports: BTreeMap::new(),
         }
     }
 

@@ -12,7 +12,11 @@
 //!   complete `vm.state`;
 //! - every action is idempotent with respect to the end state it names (the trait contract);
 //! - a driver that is dropped or detached leaves its guests running; [`QemuDriver::start`]
-//!   re-attaches to them from their pid file and QMP socket.
+//!   re-attaches to them from their pid file and QMP socket;
+//! - every NIC in a server's record is plugged into its network's switch (see
+//!   [`crate::net`]) whether or not the server runs, from the driver's start until the NIC
+//!   is detached or the server destroyed; the record's NICs, `argv` and `nic_ports` always
+//!   describe the same devices, so a resume starts exactly the hardware the saved state has.
 
 pub mod actor;
 mod cmdline;
@@ -22,6 +26,7 @@ mod procfs;
 mod qmp;
 
 use crate::hypervisor::{Hypervisor, SnapshotFile};
+use crate::net::{self, Fabric};
 use actor::{
     ActorHandle, CallError, DiagInput, Request, SharedPower, SharedSink, get_power, set_power,
 };
@@ -30,7 +35,8 @@ pub use cmdline::parse_version;
 pub use image::{ImageSource, LocalBlobSource};
 use layout::{Layout, Record};
 use nimbus_model::agent::{
-    AgentEvent, Diagnostics, EventSink, HostInfo, InstanceSpec, MemoryDetails, VncConsole,
+    AgentEvent, Diagnostics, EventSink, HostInfo, InstanceSpec, MemoryDetails, NicDetail, NicSpec,
+    VncConsole,
 };
 use nimbus_model::state::PowerState;
 use nimbus_model::{Error, ImageId, Result, ServerId};
@@ -43,6 +49,8 @@ use tokio::process::Command;
 const GIB: u64 = 1024 * 1024 * 1024;
 /// At most this much of the serial log is returned (Nova's libvirt driver uses 100 KiB).
 const MAX_CONSOLE_BYTES: u64 = 100 * 1024;
+/// How long a hot-unplug waits for the guest to release the NIC.
+const NIC_UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings of the qemu driver.
 #[derive(Clone)]
@@ -75,6 +83,9 @@ pub struct QemuConfig {
     pub vcpus: Option<u32>,
     pub ram_mb: Option<u64>,
     pub disk_gb: Option<u64>,
+    /// Lease time the network switches' DHCP servers hand out. Addresses are fixed per
+    /// NIC, so a long lease costs nothing.
+    pub dhcp_lease_secs: u32,
 }
 
 impl QemuConfig {
@@ -99,6 +110,7 @@ impl QemuConfig {
             vcpus: None,
             ram_mb: None,
             disk_gb: None,
+            dhcp_lease_secs: 86_400,
         }
     }
 }
@@ -143,6 +155,8 @@ pub struct QemuDriver {
     cache: image::ImageCache,
     sink: SharedSink,
     slots: Mutex<HashMap<ServerId, Arc<Slot>>>,
+    /// The network switches every NIC is plugged into.
+    net: Fabric,
 }
 
 fn missing(id: ServerId) -> Error {
@@ -370,6 +384,7 @@ impl QemuDriver {
             host,
             sink: Arc::new(RwLock::new(events)),
             slots: Mutex::new(HashMap::new()),
+            net: Fabric::new(cfg.state_dir.join("net"), cfg.dhcp_lease_secs)?,
             cfg,
         };
         driver.scan().await?;
@@ -379,6 +394,11 @@ impl QemuDriver {
     /// The accelerator in use.
     pub fn accelerator(&self) -> &str {
         &self.settings.accel
+    }
+
+    /// The network switches (counters and port settings, for tests and tools).
+    pub fn fabric(&self) -> &Fabric {
+        &self.net
     }
 
     /// The directory holding a server's files (its serial socket is `serial.sock` there).
@@ -462,6 +482,12 @@ impl QemuDriver {
                     None
                 }
             };
+            // Plug the NICs before re-attaching, so a running guest's traffic flows again.
+            if let Some(rec) = g.record.as_ref()
+                && let Err(e) = self.sync_ports(&slot, rec)
+            {
+                tracing::warn!(server = %id, error = %e, "plugging NICs into their switches");
+            }
             let power = self.attach(&slot, &mut g).await;
             tracing::info!(server = %id, ?power, "found instance");
         }
@@ -598,9 +624,20 @@ impl QemuDriver {
         let rec = g.record(slot.id)?;
         let argv = match incoming {
             Some(_) if !rec.argv.is_empty() => rec.argv.clone(),
-            _ => cmdline::build(&self.settings, &l, &rec.spec),
+            _ => {
+                self.plan_nics(rec);
+                let wiring = self.wiring(rec)?;
+                cmdline::build(&self.settings, &l, &rec.spec, &wiring)
+            }
         };
-        for stale in [l.qmp_socket(), l.serial_socket(), l.pid_file()] {
+        // Plugged before QEMU starts, so the guest's first DHCP request is answered.
+        self.sync_ports(slot, rec)?;
+        let mut stale = vec![l.qmp_socket(), l.serial_socket(), l.pid_file()];
+        // QEMU binds each NIC's socket and fails if the file is left from a previous run.
+        for nic in &rec.spec.nics {
+            stale.push(self.net.nic_socket(&net::parse_mac(&nic.mac)?));
+        }
+        for stale in stale {
             layout::remove_file(&stale).await?;
         }
         let log = std::fs::OpenOptions::new()
@@ -741,6 +778,80 @@ impl QemuDriver {
         self.stop_process(slot, g).await;
     }
 
+    /// Place the record's NICs for a fresh launch: on q35 each on its own root port, in
+    /// `spec.nics` order, plus [`cmdline::HOTPLUG_SLOTS`] spare ports for hot-plug.
+    fn plan_nics(&self, rec: &mut Record) {
+        rec.nic_ports.clear();
+        if cmdline::has_pcie_root_ports(&self.settings.machine) {
+            for (i, nic) in rec.spec.nics.iter().enumerate() {
+                rec.nic_ports.insert(nic.mac.to_ascii_lowercase(), i as u32);
+            }
+            rec.root_ports = rec.spec.nics.len() as u32 + cmdline::HOTPLUG_SLOTS;
+        } else {
+            rec.root_ports = 0;
+        }
+    }
+
+    fn nic_wiring(&self, rec: &Record, nic: &NicSpec) -> Result<cmdline::NicWiring> {
+        let mac = net::parse_mac(&nic.mac)?;
+        let hex = net::mac_hex(&mac);
+        let lower = nic.mac.to_ascii_lowercase();
+        Ok(cmdline::NicWiring {
+            local: self.net.nic_socket(&mac),
+            remote: self.net.switch_socket(&nic.network_id)?,
+            port: rec.nic_ports.get(&lower).copied(),
+            mac: lower,
+            hex,
+        })
+    }
+
+    fn wiring(&self, rec: &Record) -> Result<cmdline::Wiring> {
+        Ok(cmdline::Wiring {
+            root_ports: rec.root_ports,
+            nics: rec
+                .spec
+                .nics
+                .iter()
+                .map(|n| self.nic_wiring(rec, n))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// Make the switches hold exactly the record's NICs of this server, with their current
+    /// settings (firewall profile, DHCP lease).
+    fn sync_ports(&self, slot: &Slot, rec: &Record) -> Result<()> {
+        let lease = self.net.lease_secs();
+        let ports = rec
+            .spec
+            .nics
+            .iter()
+            .map(|nic| {
+                let socket = self.net.nic_socket(&net::parse_mac(&nic.mac)?);
+                let cfg = net::port_config(nic, socket, lease)?;
+                Ok((nic.network_id.clone(), cfg))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.net.sync_server(slot.id, ports)
+    }
+
+    /// A NIC's counters from its switch (zeros while it is not plugged).
+    fn nic_detail(&self, nic: &NicSpec) -> NicDetail {
+        let c = net::parse_mac(&nic.mac)
+            .ok()
+            .and_then(|m| self.net.counters(&nic.network_id, &m))
+            .unwrap_or_default();
+        NicDetail {
+            mac_address: nic.mac.clone(),
+            rx_octets: c.rx_bytes,
+            rx_packets: c.rx_packets,
+            rx_drop: c.rx_drop,
+            tx_octets: c.tx_bytes,
+            tx_packets: c.tx_packets,
+            tx_drop: c.tx_drop,
+            ..Default::default()
+        }
+    }
+
     /// Mark the record as not meant to run.
     async fn mark_stopped(&self, slot: &Slot, g: &mut Inner) -> Result<()> {
         if let Some(rec) = g.record.as_mut() {
@@ -768,6 +879,13 @@ impl QemuDriver {
             g.record = Some(Record::new(spec.clone()));
         }
         let state = slot.layout.state_file();
+        if let (Some(spec), Some(rec)) = (spec, g.record.as_mut())
+            && !layout::exists(&state).await
+        {
+            // A fresh boot takes the controller's current NICs (a resume cannot: its
+            // devices are fixed by the saved state).
+            rec.spec.nics = spec.nics.clone();
+        }
         if layout::exists(&state).await {
             let p = self.launch(slot, g, Some(&state)).await?;
             layout::remove_file(&state).await?;
@@ -819,8 +937,9 @@ impl Hypervisor for QemuDriver {
         tokio::fs::create_dir_all(&slot.layout.dir)
             .await
             .map_err(|e| io_err("create", &slot.layout.dir, e))?;
-        if g.record.is_none() {
-            g.record = Some(Record::new(spec.clone()));
+        match g.record.as_mut() {
+            None => g.record = Some(Record::new(spec.clone())),
+            Some(rec) => rec.spec.nics = spec.nics.clone(),
         }
         if !layout::exists(&slot.layout.root_disk()).await {
             let (base, fmt) = self.base_of(spec).await?;
@@ -843,6 +962,12 @@ impl Hypervisor for QemuDriver {
             Some(slot) => {
                 let mut g = slot.inner.clone().lock_owned().await;
                 self.stop_process(&slot, &mut g).await;
+                self.net.sync_server(id, Vec::new())?;
+                for nic in g.record.iter().flat_map(|r| r.spec.nics.iter()) {
+                    if let Ok(mac) = net::parse_mac(&nic.mac) {
+                        layout::remove_file(&self.net.nic_socket(&mac)).await?;
+                    }
+                }
                 layout::remove_dir_all(&slot.layout.dir).await?;
                 g.destroyed = true;
                 g.record = None;
@@ -1118,17 +1243,17 @@ impl Hypervisor for QemuDriver {
 
     async fn diagnostics(&self, id: ServerId) -> Result<Diagnostics> {
         let (slot, mut g) = lock!(self, id);
-        let (ram_mb, vcpus, macs) = match g.record.as_ref() {
+        let (ram_mb, vcpus, nics) = match g.record.as_ref() {
             Some(r) => (
                 r.spec.ram_mb,
                 r.spec.vcpus,
-                r.spec.nics.iter().map(|n| n.mac.clone()).collect(),
+                r.spec.nics.iter().map(|n| self.nic_detail(n)).collect(),
             ),
             None => (0, 0, Vec::new()),
         };
         let input = DiagInput {
             ram_mb,
-            macs,
+            nics,
             accel: self.settings.accel.clone(),
         };
         if let Some(a) = g.live() {
@@ -1150,11 +1275,12 @@ impl Hypervisor for QemuDriver {
             hypervisor: input.accel,
             hypervisor_os: "linux".into(),
             num_cpus: vcpus,
-            num_nics: input.macs.len() as u32,
+            num_nics: input.nics.len() as u32,
             memory_details: MemoryDetails {
                 maximum: ram_mb,
                 used: 0,
             },
+            nic_details: input.nics,
             ..Default::default()
         })
     }
@@ -1202,7 +1328,161 @@ impl Hypervisor for QemuDriver {
             rec.save(&slot.layout.record()).await?;
             g.record = Some(rec);
         }
+        if let Some(rec) = g.record.as_ref() {
+            self.sync_ports(&slot, rec)?;
+        }
         Ok(self.attach(&slot, &mut g).await)
+    }
+
+    /// Plug a NIC in: into its network's switch at once, and into the guest by hot-plug if
+    /// QEMU runs (else at the next boot). Idempotent: a NIC the server already has is fine.
+    async fn attach_nic(&self, id: ServerId, nic: &NicSpec) -> Result<()> {
+        let (slot, mut g) = lock!(self, id);
+        let mac = net::parse_mac(&nic.mac)?;
+        // Validate everything the switch needs before touching anything.
+        net::port_config(nic, PathBuf::new(), self.net.lease_secs())?;
+        self.net.switch_socket(&nic.network_id)?;
+        let mut nic = nic.clone();
+        nic.mac = nic.mac.to_ascii_lowercase();
+        let known = |r: &Record| {
+            r.spec
+                .nics
+                .iter()
+                .any(|n| net::parse_mac(&n.mac).ok() == Some(mac))
+        };
+        if known(g.record(id)?) {
+            return Ok(());
+        }
+        if layout::exists(&slot.layout.state_file()).await {
+            return Err(Error::conflict(format!(
+                "Instance {id} is suspended; resume it before changing its NICs."
+            )));
+        }
+        let running = g.live().is_some();
+        let Inner { record, actor, .. } = &mut *g;
+        let rec = record.as_mut().ok_or_else(|| missing(id))?;
+        if !running {
+            rec.spec.nics.push(nic);
+            self.sync_ports(&slot, rec)?;
+            return rec.save(&slot.layout.record()).await;
+        }
+        let port = if cmdline::has_pcie_root_ports(&self.settings.machine) {
+            let used: std::collections::BTreeSet<u32> = rec.nic_ports.values().copied().collect();
+            let free = (0..rec.root_ports).find(|k| !used.contains(k));
+            Some(free.ok_or_else(|| {
+                Error::conflict(format!(
+                    "Instance {id} has no free hot-plug slot ({} root ports in use); stop and \
+                     start it to plug more NICs.",
+                    rec.root_ports
+                ))
+            })?)
+        } else {
+            None
+        };
+        if let Some(k) = port {
+            rec.nic_ports.insert(nic.mac.clone(), k);
+        }
+        rec.spec.nics.push(nic.clone());
+        let wiring = self.nic_wiring(rec, &nic)?;
+        // The switch port first, so the guest's DHCP on the new interface is answered.
+        let mut plugged = self.sync_ports(&slot, rec);
+        if plugged.is_ok() {
+            // QEMU binds the NIC's socket: a file left from an earlier run would stop it.
+            plugged = layout::remove_file(&wiring.local).await;
+        }
+        let plugged = match plugged {
+            Ok(()) => match actor.as_ref() {
+                Some(a) => a
+                    .call(|reply| Request::AddNic {
+                        netdev: wiring.netdev_add(),
+                        device: wiring.device_add(),
+                        reply,
+                    })
+                    .await
+                    .map_err(|e| call_err(e, id)),
+                None => Err(not_running(id)),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = plugged {
+            rec.spec.nics.pop();
+            rec.nic_ports.remove(&nic.mac);
+            if let Err(e2) = self.sync_ports(&slot, rec) {
+                tracing::warn!(server = %id, error = %e2, "unplugging a NIC that failed to attach");
+            }
+            return Err(e);
+        }
+        rec.argv.extend(wiring.args());
+        tracing::info!(server = %id, mac = %nic.mac, network = %nic.network_id, "NIC hot-plugged");
+        rec.save(&slot.layout.record()).await
+    }
+
+    /// Unplug a NIC: from the guest (hot-unplug, waiting for the guest to release it) if
+    /// QEMU runs, then from its switch and the record. A NIC the server does not have is
+    /// already detached.
+    async fn detach_nic(&self, id: ServerId, mac: &str) -> Result<()> {
+        let (slot, mut g) = lock!(self, id);
+        let mac = net::parse_mac(mac)?;
+        let hex = net::mac_hex(&mac);
+        let Some(idx) = g.record.as_ref().and_then(|r| {
+            r.spec
+                .nics
+                .iter()
+                .position(|n| net::parse_mac(&n.mac).ok() == Some(mac))
+        }) else {
+            return Ok(());
+        };
+        if layout::exists(&slot.layout.state_file()).await {
+            return Err(Error::conflict(format!(
+                "Instance {id} is suspended; resume it before changing its NICs."
+            )));
+        }
+        if let Some(a) = g.live() {
+            match a
+                .call(|reply| Request::RemoveNic {
+                    device_id: format!("nic-{hex}"),
+                    netdev_id: format!("net-{hex}"),
+                    timeout: NIC_UNPLUG_TIMEOUT,
+                    reply,
+                })
+                .await
+            {
+                Ok(()) | Err(CallError::Gone) => {}
+                Err(CallError::Failed(e)) => return Err(e),
+            }
+        }
+        let rec = g.record(id)?;
+        let nic = rec.spec.nics.remove(idx);
+        rec.nic_ports.remove(&nic.mac.to_ascii_lowercase());
+        rec.argv = cmdline::without_nic(&rec.argv, &hex);
+        rec.save(&slot.layout.record()).await?;
+        self.sync_ports(&slot, rec)?;
+        layout::remove_file(&self.net.nic_socket(&mac)).await?;
+        tracing::info!(server = %id, mac = %nic.mac, "NIC detached");
+        Ok(())
+    }
+
+    /// Change a NIC's firewall profile: the switch applies it to the next frame.
+    async fn set_firewall(&self, id: ServerId, mac: &str, profile: &str) -> Result<()> {
+        let profile = net::firewall::Profile::parse(profile)
+            .filter(|_| !profile.is_empty())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "Invalid firewall profile '{profile}' (ENABLED, DISABLED or PROTECTED)."
+                ))
+            })?;
+        let (slot, mut g) = lock!(self, id);
+        let mac_bytes = net::parse_mac(mac)?;
+        let rec = g.record(id)?;
+        let nic = rec
+            .spec
+            .nics
+            .iter_mut()
+            .find(|n| net::parse_mac(&n.mac).ok() == Some(mac_bytes))
+            .ok_or_else(|| Error::not_found(format!("Instance {id} has no NIC with MAC {mac}.")))?;
+        nic.firewall = profile.as_str().to_owned();
+        rec.save(&slot.layout.record()).await?;
+        self.sync_ports(&slot, rec)
     }
 }
 
