@@ -288,6 +288,19 @@ fn reservation_id() -> String {
     format!("r-{s}")
 }
 
+/// Whether a server has a console to open (it runs, or is paused): the rule behind
+/// [`Control::server_vnc_console`], for dialects that hand out console URLs up front.
+pub fn console_available(server: &Server) -> Result<()> {
+    if matches!(server.vm_state, VmState::Active | VmState::Paused) {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "Instance {} is not ready",
+            server.id
+        )))
+    }
+}
+
 /// Options for a server listing, as the API parsed them.
 #[derive(Clone, Debug, Default)]
 pub struct ServerListQuery {
@@ -1419,9 +1432,7 @@ impl Control {
         id: ServerId,
     ) -> Result<nimbus_model::agent::VncConsole> {
         let server = self.server_get(ctx, id).await?;
-        if server.vm_state != VmState::Active && server.vm_state != VmState::Paused {
-            return Err(Error::Conflict(format!("Instance {id} is not ready")));
-        }
+        console_available(&server)?;
         let host = server
             .host_id
             .ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;
@@ -2388,7 +2399,7 @@ impl Control {
     /// A guest changed power state on its own. A running server whose guest stopped or
     /// crashed becomes SHUTOFF (Nova's power-state sync), with the cause in its action log
     /// and fault; an HA server is then started again.
-    async fn power_state_changed(
+    pub(crate) async fn power_state_changed(
         &self,
         id: ServerId,
         power: PowerState,
