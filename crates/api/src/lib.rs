@@ -6,6 +6,7 @@
 
 pub mod common;
 pub mod openstack;
+pub mod vpe;
 
 use axum::Router;
 use nimbus_control::Control;
@@ -56,6 +57,7 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::identity::router(state.clone()))
         .merge(openstack::compute::router(state.clone()))
         .merge(openstack::image::router(state.clone()))
+        .merge(vpe::router(state.clone()))
         .route(
             "/",
             axum::routing::get(openstack::root_versions).with_state(state.clone()),

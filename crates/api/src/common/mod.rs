@@ -23,6 +23,7 @@ pub enum Dialect {
     Identity,
     Compute,
     Image,
+    Vpe,
     Other,
 }
 
@@ -33,6 +34,8 @@ pub fn dialect_of(path: &str) -> Dialect {
         Dialect::Compute
     } else if path.starts_with("/image") {
         Dialect::Image
+    } else if crate::vpe::owns(path) {
+        Dialect::Vpe
     } else {
         Dialect::Other
     }
@@ -44,6 +47,7 @@ pub fn render_error(path: &str, err: &Error) -> Response {
         Dialect::Identity => crate::openstack::identity::fault(err),
         Dialect::Compute => crate::openstack::compute::fault::render(err),
         Dialect::Image => crate::openstack::image::fault(err),
+        Dialect::Vpe => crate::vpe::fault::render(err),
         Dialect::Other => crate::openstack::compute::fault::render(err),
     }
 }
@@ -201,5 +205,8 @@ mod tests {
         assert_eq!(dialect_of("/compute/v2.1/servers"), Dialect::Compute);
         assert_eq!(dialect_of("/identity/v3/auth/tokens"), Dialect::Identity);
         assert_eq!(dialect_of("/image/v2/images"), Dialect::Image);
+        assert_eq!(dialect_of("/instances/x/vnc"), Dialect::Vpe);
+        assert_eq!(dialect_of("/disk_pools"), Dialect::Vpe);
+        assert_eq!(dialect_of("/vnc"), Dialect::Vpe);
     }
 }
