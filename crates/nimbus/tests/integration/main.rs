@@ -4,3 +4,4 @@
 mod common;
 mod identity;
 mod servers;
+mod vpe;
