@@ -5,7 +5,8 @@
 use crate::common::*;
 use async_trait::async_trait;
 use futures::{SinkExt, StreamExt};
-use nimbus_model::agent::{AgentReply, AgentRequest, AgentTransport, VncConsole};
+use nimbus_control::agents::{AgentTransport, FileStream};
+use nimbus_model::agent::{AgentReply, AgentRequest, VncConsole};
 use nimbus_model::state::PowerState;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -261,16 +262,20 @@ impl AgentTransport for Intercept {
             other => self.inner.call(other).await,
         }
     }
+
+    async fn open_file(&self, location: &str) -> Result<FileStream, nimbus_model::Error> {
+        self.inner.open_file(location).await
+    }
 }
 
 /// Replace the in-process host's agent with a fresh fake one behind [`Intercept`].
 async fn reregister_host(c: &Cloud, vnc: Option<VncConsole>, adopt_powered_off: bool) {
     let mut fake = c.config.fake.clone();
     fake.work_dir = c.config.data_dir.join("fake");
-    let agent = nimbus_agent::Agent::new(
+    let agent = nimbus::local_agent::LocalAgent(nimbus_agent::Agent::new(
         Arc::new(nimbus_agent::fake::FakeDriver::new(fake)),
         Arc::new(c.control().event_channel()),
-    );
+    ));
     c.control()
         .register_agent(
             "local",
