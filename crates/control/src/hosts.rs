@@ -147,12 +147,12 @@ impl Control {
                 Some((_, power)) => Some(*power),
                 None => self.adopt_one(host, &s).await?,
             };
-            // The records say the guest runs but the host, now back, reports it off: the
-            // host restarted (or lost the guest) and nobody asked for a stop. Record it as
-            // the power-state sync does, which also restarts HA servers.
+            // The host reports another power state than the records: most often it
+            // restarted and lost its guests, so a server recorded running is off and
+            // nobody asked for it. Record it as the power-state sync does, which also
+            // restarts HA servers.
             if let Some(power) = observed
-                && s.power_state == PowerState::Running
-                && matches!(power, PowerState::Shutdown | PowerState::Crashed)
+                && power != s.power_state
                 && let Err(e) = self
                     .power_state_changed(
                         s.id,

@@ -563,6 +563,16 @@ impl Control {
                     .await?
                     .filter(|grp| grp.project_id == ctx.project_id || ctx.is_admin())
                     .ok_or_else(|| Error::invalid(format!("Invalid server group {g}")))?;
+                // Nova's server_group_members quota: members after this create.
+                let limit = self
+                    .effective_quota(&ctx.project_id)
+                    .await?
+                    .get("server_group_members");
+                if limit >= 0 && (group.members.len() as i64 + max as i64) > limit {
+                    return Err(Error::OverQuota(
+                        "Quota exceeded, too many servers in group".into(),
+                    ));
+                }
                 Some(group)
             }
             None => None,

@@ -23,6 +23,10 @@ pub enum Dialect {
     Identity,
     Compute,
     Image,
+    /// Mogan (seed 002) at `/v1/...`.
+    Mogan,
+    /// Alliance (seed 000): `/servers` and `/flavors` at the root.
+    Alliance,
     Vpe,
     Other,
 }
@@ -34,6 +38,13 @@ pub fn dialect_of(path: &str) -> Dialect {
         Dialect::Compute
     } else if path.starts_with("/image") {
         Dialect::Image
+    } else if path == "/v1" || path.starts_with("/v1/") {
+        Dialect::Mogan
+    } else if ["/servers", "/flavors"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+    {
+        Dialect::Alliance
     } else if crate::vpe::owns(path) {
         Dialect::Vpe
     } else {
@@ -47,6 +58,8 @@ pub fn render_error(path: &str, err: &Error) -> Response {
         Dialect::Identity => crate::openstack::identity::fault(err),
         Dialect::Compute => crate::openstack::compute::fault::render(err),
         Dialect::Image => crate::openstack::image::fault(err),
+        Dialect::Mogan => crate::mogan::fault::render_core(err),
+        Dialect::Alliance => crate::alliance::fault::render_core(err),
         Dialect::Vpe => crate::vpe::fault::render(err),
         Dialect::Other => crate::openstack::compute::fault::render(err),
     }
@@ -205,6 +218,11 @@ mod tests {
         assert_eq!(dialect_of("/compute/v2.1/servers"), Dialect::Compute);
         assert_eq!(dialect_of("/identity/v3/auth/tokens"), Dialect::Identity);
         assert_eq!(dialect_of("/image/v2/images"), Dialect::Image);
+        assert_eq!(dialect_of("/v1/instances/x"), Dialect::Mogan);
+        assert_eq!(dialect_of("/servers"), Dialect::Alliance);
+        assert_eq!(dialect_of("/servers/web"), Dialect::Alliance);
+        assert_eq!(dialect_of("/flavors"), Dialect::Alliance);
+        assert_eq!(dialect_of("/serversx"), Dialect::Other);
         assert_eq!(dialect_of("/instances/x/vnc"), Dialect::Vpe);
         assert_eq!(dialect_of("/disk_pools"), Dialect::Vpe);
         assert_eq!(dialect_of("/vnc"), Dialect::Vpe);
