@@ -103,6 +103,8 @@ pub struct ServerUpdate {
     pub access_ipv6: Option<Option<String>>,
     pub ha: Option<bool>,
     pub tags: Option<Vec<String>>,
+    /// Replace all metadata (checked like the metadata API: state table, limits).
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// A rebuild request.
@@ -726,7 +728,25 @@ impl Control {
         if let Some(tags) = &upd.tags {
             validate_tags(tags)?;
         }
+        if let Some(md) = &upd.metadata {
+            validate_metadata(md)?;
+            let limit = self
+                .effective_quota(&ctx.project_id)
+                .await?
+                .get("metadata_items");
+            if limit >= 0 && md.len() as i64 > limit {
+                return Err(Error::OverQuota(format!(
+                    "Quota exceeded for metadata_items: Requested {}, but already used 0 of {limit} metadata_items",
+                    md.len()
+                )));
+            }
+        }
+        // One guarded write: every field changes together or none does.
         self.mutate_server(id, |s| {
+            if let Some(md) = &upd.metadata {
+                Self::check(ctx, s, Action::UpdateMetadata)?;
+                s.metadata = md.clone();
+            }
             if let Some(n) = &upd.name {
                 s.name = n.clone();
             }

@@ -353,21 +353,14 @@ async fn update(m: Mogan, Path(id): Path<String>, JsonBody(body): JsonBody<Value
     let id = instance_id(&id)?;
     let current = m.control().server_get(&m.ctx, id).await?;
     let changes = patch::apply(&Value::Object(view(&m, &current)), &body)?;
-    // `extra` first: it is the change the state table may refuse (409), and refusing it
-    // before the rename keeps the patch all-or-nothing in the common case.
-    if let Some(extra) = changes.extra {
-        m.control()
-            .server_metadata_set(&m.ctx, id, extra, true)
-            .await?;
-    }
-    if changes.name.is_some() || changes.description.is_some() {
-        let upd = ServerUpdate {
-            name: changes.name,
-            description: changes.description,
-            ..ServerUpdate::default()
-        };
-        m.control().server_update(&m.ctx, id, upd).await?;
-    }
+    // One update: name, description and extra change together or not at all.
+    let upd = ServerUpdate {
+        name: changes.name,
+        description: changes.description,
+        metadata: changes.extra,
+        ..ServerUpdate::default()
+    };
+    m.control().server_update(&m.ctx, id, upd).await?;
     let s = m.control().server_get(&m.ctx, id).await?;
     Ok(crate::common::json(
         StatusCode::OK,
