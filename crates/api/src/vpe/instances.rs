@@ -47,13 +47,14 @@ impl Names {
         })
     }
 
-    /// The image's name; `None` when the image is gone or has no name.
+    /// The image's name (deleted images keep theirs); `None` when it has none or its
+    /// record is gone.
     async fn image(&mut self, v: &Vpe, id: ImageId) -> Option<String> {
         if let Some(n) = self.images.get(&id) {
             return n.clone();
         }
         // The server was booted from it, so its name is shown even if the image has since
-        // become private to another project.
+        // been deleted or become private to another project.
         let name = v
             .control()
             .image_get_any(id)
