@@ -356,6 +356,16 @@ impl Control {
         if !(q.all_tenants && ctx.is_admin()) {
             q.filter.project_id = Some(ctx.project_id.clone());
         }
+        for (field, re) in &q.filter.regex {
+            regex::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "Invalid regular expression in {field:?} filter: {e}"
+                    ))
+                })?;
+        }
         if let Some(re) = &q.filter.name_regex {
             regex::RegexBuilder::new(re)
                 .size_limit(1 << 20)
