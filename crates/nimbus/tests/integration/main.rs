@@ -2,5 +2,6 @@
 //! in-process fake agent, HTTP API) on port 0 with its own database and talks HTTP to it.
 
 mod common;
+mod cyclades;
 mod identity;
 mod servers;
