@@ -6,6 +6,7 @@
 
 pub mod common;
 pub mod cyclades;
+pub mod internal;
 pub mod openstack;
 
 use axum::Router;
@@ -58,6 +59,7 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::compute::router(state.clone()))
         .merge(openstack::image::router(state.clone()))
         .merge(cyclades::router(state.clone()))
+        .merge(internal::router(state.clone()))
         .route(
             "/",
             axum::routing::get(openstack::root_versions).with_state(state.clone()),

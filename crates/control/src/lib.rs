@@ -20,6 +20,8 @@ pub mod scheduler;
 pub mod server_groups;
 pub mod servers;
 pub mod stats;
+pub mod volumes;
+pub mod usage;
 
 use nimbus_model::quota::QuotaSet;
 use nimbus_model::server::Server;
@@ -67,6 +69,11 @@ pub struct Config {
     pub stats_period: Duration,
     /// How long samples are kept.
     pub stats_retention: Duration,
+    /// Capacity of the `default` storage pool created on first start.
+    pub default_pool_gb: u64,
+    /// Shared secret of the internal API between controller and agents. `None` disables
+    /// remote agents.
+    pub agent_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -90,6 +97,8 @@ impl Default for Config {
             public_cidr6: Some("fd00:6e69:6d62::/64".into()),
             stats_period: Duration::from_secs(10),
             stats_retention: Duration::from_secs(6 * 3600),
+            default_pool_gb: 1000,
+            agent_secret: None,
         }
     }
 }
@@ -141,6 +150,8 @@ impl Control {
     /// reconcilers.
     pub async fn start(&self) -> Result<()> {
         self.ensure_public_network().await?;
+        self.ensure_default_pool().await?;
+        self.attach_known_remote_hosts().await?;
         self.activate_pending_networks().await?;
         self.engine_start().await?;
         reconcile::spawn_all(self.clone());

@@ -77,7 +77,10 @@ pub struct ServerCreate {
     pub hostname: Option<String>,
     pub server_group: Option<ServerGroupId>,
     pub ha: bool,
+    /// Storage pool of the root disk, by id or name (VPE `disk_pool`).
     pub disk_pool: Option<String>,
+    /// Existing data volumes to attach at create (VPE `disks`).
+    pub volumes: Vec<VolumeId>,
 }
 
 /// What a create returns.
@@ -526,6 +529,34 @@ impl Control {
                 ));
             }
         }
+        let disk_pool = match &req.disk_pool {
+            Some(r) => Some(
+                self.pool_find(ctx, r)
+                    .await
+                    .map_err(|_| Error::invalid(format!("Storage pool {r} could not be found.")))?
+                    .id
+                    .to_string(),
+            ),
+            None => None,
+        };
+        if !req.volumes.is_empty() && max > 1 {
+            return Err(Error::invalid(
+                "Data volumes can be attached to one server only: max_count must be 1.",
+            ));
+        }
+        for vid in &req.volumes {
+            let v = self
+                .volume_get(ctx, *vid)
+                .await
+                .map_err(|_| Error::invalid(format!("Volume {vid} could not be found.")))?;
+            if v.attached_to.is_some() || v.status != nimbus_model::volume::VolumeStatus::Available
+            {
+                return Err(Error::InUse(format!(
+                    "Volume {vid} is {} and cannot be attached.",
+                    v.status.as_str()
+                )));
+            }
+        }
         let group = match req.server_group {
             Some(g) => {
                 let group = self
@@ -601,7 +632,7 @@ impl Control {
                 locked_by: None,
                 locked_reason: None,
                 ha: req.ha,
-                disk_pool: req.disk_pool.clone(),
+                disk_pool: disk_pool.clone(),
                 user_data: req.user_data.clone(),
                 personality: req.personality.clone(),
                 config_drive: req.config_drive,
@@ -619,10 +650,12 @@ impl Control {
                 deleted: false,
                 generation: 1,
                 nics: Vec::new(),
+                volumes: Vec::new(),
             };
             let params = serde_json::json!({
                 "forced_host": forced_host,
                 "networks": network_request,
+                "volumes": req.volumes,
             });
             ops.push(self.new_operation(ctx, &server, "create", params));
             servers.push(server);
@@ -754,6 +787,11 @@ impl Control {
             let mut server = self.server_get(ctx, id).await?;
             if Self::check(ctx, &server, action)? == Decision::Ignore {
                 return Ok((server, None));
+            }
+            // Work for a host that is down would only wait for it; refuse now. Deletes go
+            // ahead (locally, like Nova's local delete).
+            if !matches!(action, Action::Delete | Action::ForceDelete) {
+                self.require_host_up(&server).await?;
             }
             change(&mut server)?;
             server.updated_at = now();
@@ -1145,6 +1183,17 @@ impl Control {
         })
     }
 
+    async fn require_host_up(&self, s: &Server) -> Result<()> {
+        let Some(h) = s.host_id else { return Ok(()) };
+        match self.inner.store.host_get(h).await? {
+            Some(host) if !host.up => Err(Error::Conflict(format!(
+                "Compute host {} of instance {} is down; the action cannot be performed now.",
+                host.name, s.id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Record an action that completes in the API (lock, unlock, ...) in the action log.
     async fn record_api_action(
         &self,
@@ -1451,7 +1500,7 @@ impl Control {
             user_data: s.user_data.clone(),
             metadata: s.metadata.clone(),
             nics,
-            volumes: Vec::new(),
+            volumes: s.volumes.iter().map(|v| v.id.to_string()).collect(),
         })
     }
 
@@ -1542,6 +1591,13 @@ const CREATE: &[Step] = &[
         None,
         allocate_networks,
         Some(|c, op| Box::pin(release_nics(c, op))),
+        OnFailure::SetError
+    ),
+    step!(
+        "attach_volumes",
+        None,
+        attach_volumes,
+        Some(|c, op| Box::pin(detach_volumes(c, op))),
         OnFailure::SetError
     ),
     step!(
@@ -1834,6 +1890,11 @@ async fn destroy(c: &Control, op: &Operation) -> Result<Flow> {
         };
         match c.agent_call(host, request).await {
             Ok(_) | Err(Error::NotFound(_)) => {}
+            // The host is down: delete locally. When its agent registers again, the
+            // controller destroys guests it no longer has records of (hosts.rs).
+            Err(Error::Unavailable(m)) if !host_is_up(c, host).await => {
+                tracing::warn!(server = %s.id, error = %m, "host down: deleting locally");
+            }
             Err(e) => return Err(e),
         }
     }
@@ -1855,6 +1916,33 @@ async fn allocate_networks(c: &Control, op: &Operation) -> Result<Flow> {
     Ok(Flow::Continue)
 }
 
+async fn attach_volumes(c: &Control, op: &Operation) -> Result<Flow> {
+    let s = match c.step_server(op, false).await? {
+        Ok(s) => s,
+        Err(flow) => return Ok(flow),
+    };
+    let ids: Vec<VolumeId> = op
+        .params
+        .get("volumes")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| Error::internal(format!("stored volume request: {e}")))?
+        .unwrap_or_default();
+    if !ids.is_empty() {
+        c.inner
+            .store
+            .volumes_attach(s.id, s.project_id.clone(), ids)
+            .await?;
+    }
+    Ok(Flow::Continue)
+}
+
+async fn detach_volumes(c: &Control, op: &Operation) -> Result<Flow> {
+    c.inner.store.volumes_detach_server(op.server_id).await?;
+    Ok(Flow::Continue)
+}
+
 async fn release_nics(c: &Control, op: &Operation) -> Result<Flow> {
     c.inner.store.nics_release(op.server_id).await?;
     Ok(Flow::Continue)
@@ -1870,7 +1958,12 @@ async fn delete_release(c: &Control, op: &Operation) -> Result<Flow> {
         return Ok(Flow::Continue);
     }
     c.inner.store.nics_release(op.server_id).await?;
+    c.inner.store.volumes_detach_server(op.server_id).await?;
     release_claim(c, op).await
+}
+
+async fn host_is_up(c: &Control, host: HostId) -> bool {
+    matches!(c.inner.store.host_get(host).await, Ok(Some(h)) if h.up)
 }
 
 async fn mark_deleted(c: &Control, op: &Operation) -> Result<Flow> {
@@ -2256,8 +2349,21 @@ async fn snapshot(c: &Control, op: &Operation) -> Result<Flow> {
         } => (location, disk_format),
         other => return Err(Error::internal(format!("unexpected agent reply {other:?}"))),
     };
-    c.image_import_file(image_id, std::path::Path::new(&location), &disk_format)
-        .await?;
+    // Stream the file from the agent (local or remote) into the image store, then let the
+    // agent drop it.
+    let bytes = c.agent_file(host, &location).await?;
+    c.image_import_stream(image_id, bytes, &disk_format).await?;
+    if let Err(e) = c
+        .agent_call(
+            host,
+            AgentRequest::RemoveFile {
+                location: location.clone(),
+            },
+        )
+        .await
+    {
+        tracing::warn!(%location, error = %e, "agent kept a snapshot file");
+    }
     c.finish_state(op, |srv| srv.task_state = None).await
 }
 

@@ -21,6 +21,7 @@ pub mod server_group;
 pub mod state;
 pub mod stats;
 pub mod time;
+pub mod volume;
 
 pub use error::{Error, Result};
 pub use ids::*;

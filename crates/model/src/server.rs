@@ -107,6 +107,9 @@ pub struct Server {
     /// never written with the server.
     #[serde(default, skip_serializing)]
     pub nics: Vec<crate::network::Nic>,
+    /// Attached data volumes, by device. Owned by the volume table: filled on read.
+    #[serde(default, skip_serializing)]
+    pub volumes: Vec<crate::volume::Volume>,
 }
 
 impl Server {

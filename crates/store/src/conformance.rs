@@ -36,6 +36,7 @@ pub const CHECKS: &[&str] = &[
     "images_visibility_and_guard",
     "networks_and_nics",
     "nic_allocation_is_atomic",
+    "pools_and_volumes",
 ];
 
 pub fn flavor_snapshot(vcpus: u32, ram_mb: u64) -> FlavorSnapshot {
@@ -100,6 +101,7 @@ pub fn server(project: &str, name: &str) -> Server {
         deleted: false,
         generation: 1,
         nics: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 
@@ -141,6 +143,7 @@ pub fn host(name: &str, vcpus: u32, ram_mb: u64) -> Host {
         enabled: true,
         disabled_reason: None,
         up: true,
+        forced_down: false,
         last_heartbeat: None,
         capabilities: serde_json::Value::Null,
         created_at: now(),
@@ -566,6 +569,14 @@ pub async fn claims_never_overcommit(store: Arc<dyn Store>) {
     let mut off = store.host_get(h2.id).await.unwrap().unwrap();
     off.enabled = false;
     assert!(store.host_update(off).await.unwrap());
+    assert_eq!(
+        store.claim(c(small)).await.unwrap(),
+        ClaimOutcome::NoCapacity
+    );
+    // A deleted host is gone, and takes nothing either.
+    assert!(store.host_delete(h2.id).await.unwrap());
+    assert!(!store.host_delete(h2.id).await.unwrap());
+    assert!(store.host_get(h2.id).await.unwrap().is_none());
     assert_eq!(
         store.claim(c(small)).await.unwrap(),
         ClaimOutcome::NoCapacity
@@ -1288,6 +1299,136 @@ pub async fn nic_allocation_is_atomic(store: Arc<dyn Store>) {
     assert_eq!((ips.len(), macs.len()), (100, 100));
 }
 
+pub async fn pools_and_volumes(store: Arc<dyn Store>) {
+    use nimbus_model::volume::{StoragePool, Volume, VolumeStatus};
+    let pool = store
+        .pool_create(StoragePool {
+            id: PoolId::new(),
+            serial: 0,
+            name: "fast".into(),
+            capacity_gb: 100,
+            used_gb: 0,
+            backend: "local".into(),
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+    let dup = StoragePool {
+        id: PoolId::new(),
+        ..pool.clone()
+    };
+    assert!(matches!(
+        store.pool_create(dup).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    let vol = |name: &str, size: u64, project: &str| Volume {
+        id: VolumeId::new(),
+        serial: 0,
+        name: name.into(),
+        size_gb: size,
+        pool_id: pool.id,
+        pool_name: String::new(),
+        status: VolumeStatus::Available,
+        attached_to: None,
+        device: None,
+        project_id: ProjectId::from(project),
+        user_id: UserId::from("u1"),
+        created_at: now(),
+        updated_at: now(),
+    };
+    let a = store
+        .volume_create(vol("a", 60, "p1"), -1, -1)
+        .await
+        .unwrap();
+    assert_eq!(a.pool_name, "fast");
+    // The pool has 40 GB left.
+    assert!(matches!(
+        store.volume_create(vol("b", 41, "p1"), -1, -1).await,
+        Err(Error::Conflict(_))
+    ));
+    let b = store
+        .volume_create(vol("b", 40, "p1"), -1, -1)
+        .await
+        .unwrap();
+    assert_eq!(store.pools_list().await.unwrap()[0].used_gb, 100);
+    // Quotas: the project has 2 volumes and 100 GB.
+    assert!(matches!(
+        store.volume_create(vol("c", 0, "p1"), 2, -1).await,
+        Err(Error::OverQuota(_))
+    ));
+    let other = store.volume_create(vol("x", 0, "p2"), 1, 10).await.unwrap();
+    // Attach: all or nothing, devices in order, foreign volumes are not found.
+    let s = create(&*store, vec![server("p1", "vm")]).await.remove(0);
+    let err = store
+        .volumes_attach(s.id, ProjectId::from("p1"), vec![a.id, other.id])
+        .await;
+    assert!(matches!(err, Err(Error::NotFound(_))), "{err:?}");
+    assert!(
+        store
+            .volume_get(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attached_to
+            .is_none(),
+        "nothing attached"
+    );
+    let att = store
+        .volumes_attach(s.id, ProjectId::from("p1"), vec![a.id, b.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        att.iter()
+            .map(|v| v.device.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["vdb", "vdc"]
+    );
+    assert!(att.iter().all(|v| v.status == VolumeStatus::InUse));
+    // Attaching again is a no-op; another server cannot take them.
+    assert_eq!(
+        store
+            .volumes_attach(s.id, ProjectId::from("p1"), vec![a.id])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let s2 = create(&*store, vec![server("p1", "vm2")]).await.remove(0);
+    assert!(matches!(
+        store
+            .volumes_attach(s2.id, ProjectId::from("p1"), vec![b.id])
+            .await,
+        Err(Error::InUse(_))
+    ));
+    // Servers read with their volumes.
+    let got = store.server_get(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.volumes
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(matches!(
+        store.volume_delete(a.id).await,
+        Err(Error::InUse(_))
+    ));
+    assert_eq!(store.volumes_detach_server(s.id).await.unwrap(), 2);
+    assert_eq!(store.volumes_detach_server(s.id).await.unwrap(), 0);
+    store.volume_delete(a.id).await.unwrap();
+    assert!(store.volume_get(a.id).await.unwrap().is_none());
+    assert_eq!(store.pools_list().await.unwrap()[0].used_gb, 40);
+    assert_eq!(
+        store
+            .volumes_list(Some(ProjectId::from("p1")))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.volumes_list(None).await.unwrap().len(), 2);
+}
+
 #[cfg(test)]
 mod sqlite_conformance {
     use super::*;
@@ -1336,6 +1477,7 @@ mod sqlite_conformance {
         images_visibility_and_guard,
         networks_and_nics,
         nic_allocation_is_atomic,
+        pools_and_volumes,
     );
 
     #[tokio::test]

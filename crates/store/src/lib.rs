@@ -24,6 +24,7 @@ mod server_groups;
 mod servers;
 pub mod sqlite;
 mod stats;
+mod volumes;
 
 pub use flavors::FlavorStore;
 pub use hosts::{Claim, ClaimOutcome, GroupConstraint, HostStore};
@@ -37,6 +38,7 @@ pub use server_groups::ServerGroupStore;
 pub use servers::{ServerCreateOutcome, ServerStore};
 pub use sqlite::SqliteStore;
 pub use stats::StatsStore;
+pub use volumes::VolumeStore;
 
 /// The whole persistence interface.
 pub trait Store:
@@ -51,6 +53,7 @@ pub trait Store:
     + HostStore
     + ServerGroupStore
     + StatsStore
+    + VolumeStore
     + Send
     + Sync
     + 'static
@@ -69,6 +72,7 @@ impl<T> Store for T where
         + HostStore
         + ServerGroupStore
         + StatsStore
+        + VolumeStore
         + Send
         + Sync
         + 'static

@@ -1249,3 +1249,88 @@ async fn running_servers_are_sampled_into_metrics() {
         .len();
     assert_eq!(before, after);
 }
+
+#[tokio::test]
+async fn data_volumes_attach_at_create_and_outlive_the_server() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let ctx = c.ctx(a).await;
+    let ctl = c.control();
+    let img: nimbus_model::ImageId = c.image(a, "img", b"x").await.parse().unwrap();
+    let pool = ctl.pool_create(&ctx, "fast", 50).await.unwrap();
+    let v1 = ctl
+        .volume_create(&ctx, "data1", 10, Some("fast"))
+        .await
+        .unwrap();
+    let v2 = ctl
+        .volume_create(&ctx, "data2", 20, Some(&pool.id.to_string()))
+        .await
+        .unwrap();
+    // Pool capacity is enforced.
+    assert!(matches!(
+        ctl.volume_create(&ctx, "big", 21, Some("fast")).await,
+        Err(nimbus_model::Error::Conflict(_))
+    ));
+    let req =
+        |name: &str, volumes: Vec<nimbus_model::VolumeId>| nimbus_control::servers::ServerCreate {
+            name: name.into(),
+            image_id: Some(img),
+            flavor_id: "1".into(),
+            min_count: 1,
+            max_count: 1,
+            disk_pool: Some("fast".into()),
+            volumes,
+            ..Default::default()
+        };
+    let created = ctl
+        .server_create(&ctx, req("vm", vec![v1.id, v2.id]))
+        .await
+        .unwrap();
+    let id = created.servers[0].id;
+    c.wait_status(a, &id.to_string(), "ACTIVE").await;
+    let s = ctl.server_get(&ctx, id).await.unwrap();
+    assert_eq!(s.disk_pool, Some(pool.id.to_string()));
+    let devices: Vec<(String, String)> = s
+        .volumes
+        .iter()
+        .map(|v| (v.name.clone(), v.device.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            ("data1".to_owned(), "vdb".to_owned()),
+            ("data2".to_owned(), "vdc".to_owned())
+        ]
+    );
+    // Attached volumes cannot go to another server, nor be deleted.
+    let err = ctl
+        .server_create(&ctx, req("other", vec![v1.id]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, nimbus_model::Error::InUse(_)), "{err:?}");
+    assert!(matches!(
+        ctl.volume_delete(&ctx, v1.id).await,
+        Err(nimbus_model::Error::InUse(_))
+    ));
+    // Unknown pools and volumes are 400s.
+    let mut bad = req("x", vec![]);
+    bad.disk_pool = Some("nope".into());
+    assert!(matches!(
+        ctl.server_create(&ctx, bad).await,
+        Err(nimbus_model::Error::InvalidRequest(_))
+    ));
+    let bad = req("x", vec![nimbus_model::VolumeId::new()]);
+    assert!(matches!(
+        ctl.server_create(&ctx, bad).await,
+        Err(nimbus_model::Error::InvalidRequest(_))
+    ));
+    // Deleting the server detaches its volumes; they survive.
+    c.delete(a, &format!("/compute/v2.1/servers/{id}")).await;
+    c.wait_gone(a, &id.to_string()).await;
+    let v = ctl.volume_get(&ctx, v1.id).await.unwrap();
+    assert_eq!(
+        (v.status, v.attached_to),
+        (nimbus_model::volume::VolumeStatus::Available, None)
+    );
+    ctl.volume_delete(&ctx, v1.id).await.unwrap();
+}

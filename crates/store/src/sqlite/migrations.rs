@@ -20,6 +20,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     migration!("0001_init"),
     migration!("0002_networks"),
     migration!("0003_stats"),
+    migration!("0004_volumes"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -15,6 +15,7 @@ mod quotas;
 mod server_groups;
 mod servers;
 mod stats;
+mod volumes;
 
 use nimbus_model::time::Timestamp;
 use nimbus_model::{Error, Result};

@@ -309,12 +309,14 @@ fn list(conn: &Connection, f: &ServerFilter, page: &ServerPage) -> Result<Vec<Se
         out.push(from_doc(&row.map_err(db_err)?)?);
     }
     super::networks::attach_nics(conn, &mut out)?;
+    super::volumes::attach_volumes(conn, &mut out)?;
     Ok(out)
 }
 
 fn get_one(c: &Connection, sql: &str, param: rusqlite::types::Value) -> Result<Option<Server>> {
     let mut found: Vec<Server> = query_doc(c, sql, [param])?.into_iter().collect();
     super::networks::attach_nics(c, &mut found)?;
+    super::volumes::attach_volumes(c, &mut found)?;
     Ok(found.pop())
 }
 

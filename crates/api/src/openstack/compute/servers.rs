@@ -1045,6 +1045,7 @@ async fn create(api: Api, JsonBody(body): JsonBody<CreateBody>) -> ComputeResult
         server_group: group,
         ha: false,
         disk_pool: None,
+        volumes: Vec::new(),
     };
     let created = api.control().server_create(&api.ctx, req).await?;
     if s.return_reservation_id.is_some_and(|f| f.0) {
