@@ -8,9 +8,9 @@
 pub mod fake;
 pub mod fake_console;
 pub mod hypervisor;
+pub mod qemu;
 pub mod remote;
 pub mod server;
-pub mod qemu;
 
 pub use hypervisor::Hypervisor;
 use nimbus_model::Error;
