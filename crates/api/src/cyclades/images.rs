@@ -238,27 +238,22 @@ async fn metadatum_get(cy: Cy, Path((id, key)): Path<(String, String)>) -> CyRes
         .ok_or_else(|| Error::not_found(format!("Metadata key {key} not found.")))?;
     Ok(crate::common::json(
         StatusCode::OK,
-        json!({"metadata": {key.clone(): v}}),
+        super::item_reply(&key, v),
     ))
 }
 
 async fn metadatum_put(
     cy: Cy,
     Path((id, key)): Path<(String, String)>,
-    JsonBody(b): JsonBody<MetadataBody>,
+    JsonBody(b): JsonBody<super::ItemBody>,
 ) -> CyResult {
-    if b.metadata.len() != 1 || !b.metadata.contains_key(&key) {
-        return Err(Error::invalid(format!(
-            "The request body must hold exactly the metadata key of the URL ({key})."
-        ))
-        .into());
-    }
+    let (word, item) = b.item(&key)?;
     let i = image(&cy, &id).await?;
-    let updated = set_items(&cy, &i, b.metadata).await?;
+    let updated = set_items(&cy, &i, item).await?;
     let md = metadata(&updated);
     Ok(crate::common::json(
         StatusCode::CREATED,
-        json!({"metadata": {key.clone(): md.get(&key)}}),
+        json!({word: {key.clone(): md.get(&key)}}),
     ))
 }
 

@@ -29,6 +29,7 @@ use fault::CycladesError;
 use nimbus_model::Error;
 use nimbus_model::identity::Context;
 use nimbus_model::time::Timestamp;
+use std::collections::BTreeMap;
 
 /// Where the dialect lives.
 pub const PREFIX: &str = "/compute/v2.0";
@@ -106,6 +107,44 @@ pub fn parse_serial(what: &str, raw: &str) -> Result<i64, Error> {
 /// A response with no body.
 pub fn empty(status: StatusCode) -> Response {
     status.into_response()
+}
+
+/// The body of a metadata item PUT: the seed's `{"metadata": {k: v}}`, or the
+/// `{"meta": {k: v}}` that OpenStack and kamaki (0.12 and later) send. Either way it must hold
+/// exactly the key the URL names.
+#[derive(serde::Deserialize, Debug)]
+pub struct ItemBody {
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    meta: Option<BTreeMap<String, String>>,
+}
+
+impl ItemBody {
+    /// The wrapper word the client used and the one item.
+    pub fn item(self, key: &str) -> Result<(&'static str, BTreeMap<String, String>), Error> {
+        let (word, md) = match (self.metadata, self.meta) {
+            (Some(md), None) => ("metadata", md),
+            (None, Some(md)) => ("meta", md),
+            _ => {
+                return Err(Error::invalid(
+                    "The request body must be {\"metadata\": {key: value}}.",
+                ));
+            }
+        };
+        if md.len() != 1 || !md.contains_key(key) {
+            return Err(Error::invalid(format!(
+                "The request body must hold exactly the metadata key of the URL ({key})."
+            )));
+        }
+        Ok((word, md))
+    }
+}
+
+/// The reply to a metadata item GET: the seed's `metadata` and, for OpenStack-style clients
+/// such as kamaki that read `meta`, the same item under `meta`.
+pub fn item_reply(key: &str, value: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({"metadata": {key: value}, "meta": {key: value}})
 }
 
 pub fn router(state: AppState) -> Router {
@@ -265,6 +304,35 @@ mod tests {
             Format::Xml
         );
         assert_eq!(format_of(&q(""), Some("*/*")).unwrap(), Format::Json);
+    }
+
+    #[test]
+    fn metadata_item_bodies() {
+        let body = |v: serde_json::Value| serde_json::from_value::<ItemBody>(v).unwrap();
+        let (word, md) = body(serde_json::json!({"metadata": {"role": "x"}}))
+            .item("role")
+            .unwrap();
+        assert_eq!((word, md.len()), ("metadata", 1));
+        let (word, _) = body(serde_json::json!({"meta": {"role": "x"}}))
+            .item("role")
+            .unwrap();
+        assert_eq!(word, "meta");
+        assert!(
+            body(serde_json::json!({"meta": {"role": "x"}}))
+                .item("other")
+                .is_err()
+        );
+        assert!(
+            body(serde_json::json!({"metadata": {}}))
+                .item("role")
+                .is_err()
+        );
+        assert!(body(serde_json::json!({})).item("role").is_err());
+        assert!(
+            body(serde_json::json!({"meta": {"role": "x"}, "metadata": {"role": "x"}}))
+                .item("role")
+                .is_err()
+        );
     }
 
     #[test]

@@ -630,26 +630,16 @@ async fn metadatum_get(cy: Cy, Path((id, key)): Path<(String, String)>) -> CyRes
         .ok_or_else(|| Error::not_found(format!("Metadata key {key} not found.")))?;
     Ok(crate::common::json(
         StatusCode::OK,
-        json!({"metadata": {key.clone(): v}}),
+        super::item_reply(&key, &json!(v)),
     ))
-}
-
-/// The body of an item PUT: exactly the one key the URL names.
-fn single_item(key: &str, md: BTreeMap<String, String>) -> Result<BTreeMap<String, String>, Error> {
-    if md.len() != 1 || !md.contains_key(key) {
-        return Err(Error::invalid(format!(
-            "The request body must hold exactly the metadata key of the URL ({key})."
-        )));
-    }
-    Ok(md)
 }
 
 async fn metadatum_put(
     cy: Cy,
     Path((id, key)): Path<(String, String)>,
-    JsonBody(b): JsonBody<MetadataBody>,
+    JsonBody(b): JsonBody<super::ItemBody>,
 ) -> CyResult {
-    let md = single_item(&key, b.metadata)?;
+    let (word, md) = b.item(&key)?;
     let s = writable_server(&cy, &id).await?;
     let all = cy
         .control()
@@ -657,7 +647,7 @@ async fn metadatum_put(
         .await?;
     Ok(crate::common::json(
         StatusCode::CREATED,
-        json!({"metadata": {key.clone(): all.get(&key)}}),
+        json!({word: {key.clone(): all.get(&key)}}),
     ))
 }
 
@@ -926,13 +916,5 @@ mod tests {
         let mut f = file("aGVsbG8=");
         f.mode = Some(70000);
         assert!(check_personality(&f).is_err());
-    }
-
-    #[test]
-    fn single_item_bodies() {
-        let one: BTreeMap<String, String> = [("role".to_owned(), "x".to_owned())].into();
-        assert!(single_item("role", one.clone()).is_ok());
-        assert!(single_item("other", one).is_err());
-        assert!(single_item("role", BTreeMap::new()).is_err());
     }
 }
