@@ -4,9 +4,11 @@
 //! Each dialect maps [`nimbus_model::Error`] to its own status and fault body in a single
 //! `match` (see `openstack::compute::fault`, `openstack::identity::fault`, ...).
 
+mod alliance;
 pub mod common;
 pub mod cyclades;
 pub mod internal;
+mod mogan;
 pub mod openstack;
 
 use axum::Router;
@@ -60,6 +62,8 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::image::router(state.clone()))
         .merge(cyclades::router(state.clone()))
         .merge(internal::router(state.clone()))
+        .merge(mogan::router(state.clone()))
+        .merge(alliance::router(state.clone()))
         .route(
             "/",
             axum::routing::get(openstack::root_versions).with_state(state.clone()),

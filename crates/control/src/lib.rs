@@ -13,6 +13,7 @@ pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod keypairs;
+pub mod lookup;
 pub mod networks;
 pub mod quotas;
 pub mod reconcile;

@@ -24,6 +24,10 @@ pub enum Dialect {
     Compute,
     Cyclades,
     Image,
+    /// Mogan (seed 002) at `/v1/...`.
+    Mogan,
+    /// Alliance (seed 000): `/servers` and `/flavors` at the root.
+    Alliance,
     Other,
 }
 
@@ -37,6 +41,13 @@ pub fn dialect_of(path: &str) -> Dialect {
         Dialect::Compute
     } else if path.starts_with("/image") {
         Dialect::Image
+    } else if path == "/v1" || path.starts_with("/v1/") {
+        Dialect::Mogan
+    } else if ["/servers", "/flavors"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+    {
+        Dialect::Alliance
     } else {
         Dialect::Other
     }
@@ -49,6 +60,8 @@ pub fn render_error(path: &str, err: &Error) -> Response {
         Dialect::Compute => crate::openstack::compute::fault::render(err),
         Dialect::Cyclades => crate::cyclades::fault::render(err),
         Dialect::Image => crate::openstack::image::fault(err),
+        Dialect::Mogan => crate::mogan::fault::render_core(err),
+        Dialect::Alliance => crate::alliance::fault::render_core(err),
         Dialect::Other => crate::openstack::compute::fault::render(err),
     }
 }
@@ -209,5 +222,10 @@ mod tests {
         assert_eq!(dialect_of("/compute/v2.0/servers"), Dialect::Cyclades);
         assert_eq!(dialect_of("/compute/v2.0"), Dialect::Cyclades);
         assert_eq!(dialect_of("/compute/v2.01"), Dialect::Compute);
+        assert_eq!(dialect_of("/v1/instances/x"), Dialect::Mogan);
+        assert_eq!(dialect_of("/servers"), Dialect::Alliance);
+        assert_eq!(dialect_of("/servers/web"), Dialect::Alliance);
+        assert_eq!(dialect_of("/flavors"), Dialect::Alliance);
+        assert_eq!(dialect_of("/serversx"), Dialect::Other);
     }
 }

@@ -915,3 +915,27 @@ async fn simple_tenant_usage() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
 }
+
+#[tokio::test]
+async fn aggregates_are_an_empty_admin_list() {
+    let c = Cloud::start().await;
+    let (st, v) = c.get(&c.admin, "/compute/v2.1/os-aggregates").await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"aggregates": []})));
+    let (st, _) = c
+        .post(
+            &c.admin,
+            "/compute/v2.1/os-aggregates",
+            json!({"aggregate": {"name": "a"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(
+        c.get(&c.admin, "/compute/v2.1/os-aggregates/1").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let bob = c.new_member("bob").await;
+    assert_eq!(
+        c.get(&bob, "/compute/v2.1/os-aggregates").await.0,
+        StatusCode::FORBIDDEN
+    );
+}

@@ -1334,3 +1334,56 @@ async fn data_volumes_attach_at_create_and_outlive_the_server() {
     );
     ctl.volume_delete(&ctx, v1.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn hostnames_and_topology_follow_their_microversions() {
+    let c = Cloud::start().await;
+    let img = c.image(&c.admin, "img", b"x").await;
+    let create = |v: &'static str, hostname: &'static str| {
+        let c = &c;
+        let img = img.clone();
+        async move {
+            c.post(
+                &c.admin.mv(v),
+                "/compute/v2.1/servers",
+                json!({"server": {"name": "h", "imageRef": img, "flavorRef": "1", "networks": "none", "hostname": hostname}}),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        create("2.89", "web1").await.0,
+        StatusCode::BAD_REQUEST,
+        "hostname is a 2.90 field"
+    );
+    assert_eq!(
+        create("2.90", "web1.example.com").await.0,
+        StatusCode::BAD_REQUEST,
+        "a label until 2.94"
+    );
+    assert_eq!(create("2.90", "-bad").await.0, StatusCode::BAD_REQUEST);
+    let (st, v) = create("2.94", "web1.example.com").await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let id = v["server"]["id"].as_str().unwrap().to_owned();
+    let s = c.wait_status(&c.admin.mv("2.94"), &id, "ACTIVE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:hostname"], "web1.example.com");
+    let (st, v) = c
+        .get(
+            &c.admin.mv("2.78"),
+            &format!("/compute/v2.1/servers/{id}/topology"),
+        )
+        .await;
+    assert_eq!(
+        (st, v),
+        (StatusCode::OK, json!({"nodes": [], "pagesize_kb": null}))
+    );
+    assert_eq!(
+        c.get(
+            &c.admin.mv("2.77"),
+            &format!("/compute/v2.1/servers/{id}/topology")
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+}

@@ -815,6 +815,28 @@ fn unexpected(field: &str) -> Error {
     ))
 }
 
+/// Nova's `hostname` parameter: a single label from 2.90, an FQDN from 2.94.
+pub fn validate_hostname(v: super::microversion::Version, h: &str) -> Result<(), Error> {
+    let ok = if v.at_least(94) {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    } else {
+        (2..=63).contains(&h.len())
+            && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !h.starts_with('-')
+            && !h.ends_with('-')
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "Invalid input for field/attribute hostname. Value: {h}. '{h}' is not a valid hostname"
+        )))
+    }
+}
+
 /// A reference that may be a URL (`http://.../flavors/1`): take the last segment.
 pub fn id_from_href(r: &str) -> &str {
     r.trim_end_matches('/').rsplit('/').next().unwrap_or(r)
@@ -961,6 +983,9 @@ async fn create(api: Api, JsonBody(body): JsonBody<CreateBody>) -> ComputeResult
     }
     if s.hostname.is_some() && !v.at_least(90) {
         return Err(unexpected("hostname").into());
+    }
+    if let Some(h) = &s.hostname {
+        validate_hostname(v, h)?;
     }
     if s.block_device_mapping
         .as_ref()
@@ -1113,6 +1138,9 @@ async fn update(
         return Err(unexpected("hostname").into());
     }
     let f: UpdateFields = from_value(Value::Object(body.server))?;
+    if let Some(h) = &f.hostname {
+        validate_hostname(api.v, h)?;
+    }
     if let Some(d) = &f.disk_config
         && !matches!(d.as_str(), "AUTO" | "MANUAL")
     {
@@ -1129,6 +1157,7 @@ async fn update(
         access_ipv6: f.access_ipv6,
         ha: None,
         tags: None,
+        metadata: None,
     };
     let s = api.control().server_update(&api.ctx, id, upd).await?;
     let opts = if api.v.at_least(75) {
