@@ -6,6 +6,7 @@
 
 mod alliance;
 pub mod common;
+pub mod cyclades;
 pub mod internal;
 mod mogan;
 pub mod openstack;
@@ -61,6 +62,7 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::compute::router(state.clone()))
         .merge(openstack::image::router(state.clone()))
         .merge(vpe::router(state.clone()))
+        .merge(cyclades::router(state.clone()))
         .merge(internal::router(state.clone()))
         .merge(mogan::router(state.clone()))
         .merge(alliance::router(state.clone()))

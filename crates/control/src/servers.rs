@@ -363,11 +363,37 @@ impl Control {
         Ok(s)
     }
 
+    /// By numeric serial, deleted servers included until they are purged: Cyclades shows a
+    /// deleted server as `DELETED` and answers "server deleted" (400) rather than 404 when
+    /// one is acted on. Same project visibility as [`Self::server_get`].
+    pub async fn server_get_by_serial_with_deleted(
+        &self,
+        ctx: &Context,
+        serial: i64,
+    ) -> Result<Server> {
+        self.inner
+            .store
+            .server_get_by_serial(serial)
+            .await?
+            .filter(|s| s.project_id == ctx.project_id || ctx.is_admin())
+            .ok_or_else(|| Error::server_not_found(serial))
+    }
+
     /// List servers. Non-admins always see only their project; `all_tenants` is honoured for
     /// admins only (Nova silently ignores it otherwise).
     pub async fn servers_list(&self, ctx: &Context, mut q: ServerListQuery) -> Result<Vec<Server>> {
         if !(q.all_tenants && ctx.is_admin()) {
             q.filter.project_id = Some(ctx.project_id.clone());
+        }
+        for (field, re) in &q.filter.regex {
+            regex::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "Invalid regular expression in {field:?} filter: {e}"
+                    ))
+                })?;
         }
         if let Some(re) = &q.filter.name_regex {
             regex::RegexBuilder::new(re)

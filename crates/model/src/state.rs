@@ -184,6 +184,45 @@ pub fn openstack_status(vm: VmState, task: Option<TaskState>, _power: PowerState
     }
 }
 
+/// The Synnefo Cyclades `status` (seed 001, "Server Status"): BUILD, ACTIVE, STOPPED, REBOOT,
+/// DELETED, ERROR, UNKNOWN. Cyclades has no word for Nova's paused, suspended, shelved or
+/// resized states, so each maps to the nearest state a Cyclades user can act on: a guest
+/// that is not running is STOPPED (the `start` action applies), a resized guest running on
+/// its new flavor is ACTIVE, and a rescued guest (no Cyclades meaning) is UNKNOWN. A rebuild
+/// shows as BUILD. Unlike Nova, the power state counts: Cyclades reports what the backend
+/// observes, so a guest found shut down or crashed while no action runs is STOPPED even
+/// before the power-state sync moves its vm_state.
+pub fn cyclades_status(vm: VmState, task: Option<TaskState>, power: PowerState) -> &'static str {
+    use PowerState as P;
+    use TaskState as T;
+    use VmState as V;
+    let rebuilding = matches!(
+        task,
+        Some(T::Rebuilding | T::RebuildBlockDeviceMapping | T::RebuildSpawning)
+    );
+    match (vm, task) {
+        (V::Building, _) => "BUILD",
+        (V::Deleted | V::SoftDeleted, _) => "DELETED",
+        _ if rebuilding => "BUILD",
+        (V::Error, _) => "ERROR",
+        (
+            V::Active,
+            Some(
+                T::Rebooting
+                | T::RebootPending
+                | T::RebootStarted
+                | T::RebootingHard
+                | T::RebootPendingHard
+                | T::RebootStartedHard,
+            ),
+        ) => "REBOOT",
+        (V::Active, None) if matches!(power, P::Shutdown | P::Crashed) => "STOPPED",
+        (V::Active | V::Resized, _) => "ACTIVE",
+        (V::Stopped | V::Paused | V::Suspended | V::Shelved | V::ShelvedOffloaded, _) => "STOPPED",
+        (V::Rescued, _) => "UNKNOWN",
+    }
+}
+
 /// The inverse used by `GET /servers?status=X`: which vm_states (and, for transitional
 /// statuses, task_states) a status filter selects. Returns `None` for an unknown status.
 /// Mirrors nova `common.task_and_vm_state_from_status`.
@@ -638,6 +677,65 @@ mod tests {
                 *want,
                 "{vm:?} {task:?}"
             );
+        }
+    }
+
+    /// Seed 001's status vocabulary for every vm_state, and the task and power cases.
+    #[test]
+    fn cyclades_status_table() {
+        let rows: &[(V, Option<T>, P, &str)] = &[
+            (V::Building, None, P::NoState, "BUILD"),
+            (V::Building, Some(T::Scheduling), P::NoState, "BUILD"),
+            (V::Building, Some(T::Spawning), P::NoState, "BUILD"),
+            (V::Active, None, P::Running, "ACTIVE"),
+            (V::Active, Some(T::PoweringOff), P::Running, "ACTIVE"),
+            (V::Active, Some(T::Deleting), P::Running, "ACTIVE"),
+            (V::Active, Some(T::Rebooting), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootPending), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootStarted), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootingHard), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootPendingHard), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootStartedHard), P::Running, "REBOOT"),
+            (V::Active, Some(T::Rebuilding), P::Running, "BUILD"),
+            (V::Active, Some(T::RebuildSpawning), P::NoState, "BUILD"),
+            (V::Active, None, P::Shutdown, "STOPPED"),
+            (V::Active, None, P::Crashed, "STOPPED"),
+            (V::Active, Some(T::PoweringOff), P::Shutdown, "ACTIVE"),
+            (V::Active, Some(T::ResizePrep), P::Running, "ACTIVE"),
+            (V::Stopped, None, P::Shutdown, "STOPPED"),
+            (V::Stopped, Some(T::PoweringOn), P::Shutdown, "STOPPED"),
+            (V::Stopped, Some(T::Rebuilding), P::Shutdown, "BUILD"),
+            (V::Paused, None, P::Paused, "STOPPED"),
+            (V::Suspended, None, P::Suspended, "STOPPED"),
+            (V::Shelved, None, P::Shutdown, "STOPPED"),
+            (V::ShelvedOffloaded, None, P::NoState, "STOPPED"),
+            (V::Resized, None, P::Running, "ACTIVE"),
+            (V::Resized, Some(T::ResizeReverting), P::Running, "ACTIVE"),
+            (V::Rescued, None, P::Running, "UNKNOWN"),
+            (V::Error, None, P::NoState, "ERROR"),
+            (V::Error, Some(T::Deleting), P::NoState, "ERROR"),
+            (V::Error, Some(T::Rebuilding), P::NoState, "BUILD"),
+            (V::Deleted, None, P::NoState, "DELETED"),
+            (V::SoftDeleted, None, P::Shutdown, "DELETED"),
+        ];
+        for (vm, task, power, want) in rows {
+            assert_eq!(
+                cyclades_status(*vm, *task, *power),
+                *want,
+                "{vm:?} {task:?} {power:?}"
+            );
+        }
+        // Every combination lands in the seed's vocabulary.
+        const SEED: &[&str] = &[
+            "BUILD", "ACTIVE", "STOPPED", "REBOOT", "DELETED", "UNKNOWN", "ERROR",
+        ];
+        for &vm in VmState::ALL {
+            for task in std::iter::once(None).chain(TaskState::ALL.iter().copied().map(Some)) {
+                for &power in PowerState::ALL {
+                    let s = cyclades_status(vm, task, power);
+                    assert!(SEED.contains(&s), "{vm:?} {task:?} {power:?} -> {s}");
+                }
+            }
         }
     }
 

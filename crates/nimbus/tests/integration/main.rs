@@ -5,6 +5,7 @@ mod admin;
 mod agents;
 mod alliance;
 mod common;
+mod cyclades;
 mod dialect_shape;
 mod identity;
 mod images;

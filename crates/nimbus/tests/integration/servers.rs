@@ -1387,3 +1387,53 @@ async fn hostnames_and_topology_follow_their_microversions() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn members_filter_by_state_fields_from_2_83() {
+    let c = Cloud::start().await;
+    let bob = c.new_member("bob").await;
+    let img = c.image(&bob, "img", b"x").await;
+    let up = c.server(&bob, "up", &img, json!({})).await;
+    let down = c
+        .server(&bob, "down", &img, json!({"config_drive": true}))
+        .await;
+    c.wait_status(&bob, &up, "ACTIVE").await;
+    c.wait_status(&bob, &down, "ACTIVE").await;
+    c.action(&bob, &down, json!({"os-stop": null})).await;
+    c.wait_status(&bob, &down, "SHUTOFF").await;
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        let mut n: Vec<String> = v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let b83 = bob.mv("2.83");
+    let (_, v) = c.get(&b83, "/compute/v2.1/servers?power_state=4").await;
+    assert_eq!(names(&v), ["down"]);
+    let (_, v) = c.get(&b83, "/compute/v2.1/servers?config_drive=True").await;
+    assert_eq!(names(&v), ["down"]);
+    let (_, v) = c
+        .get(&b83, "/compute/v2.1/servers?progress=100&vm_state=active")
+        .await;
+    assert_eq!(names(&v), ["up"]);
+    let year = chrono::Utc::now().format("%Y").to_string();
+    let (_, v) = c
+        .get(&b83, &format!("/compute/v2.1/servers?created_at={year}"))
+        .await;
+    assert_eq!(names(&v), ["down", "up"]);
+    // Before 2.83 these filters are silently ignored for members, as Nova does.
+    let (_, v) = c
+        .get(&bob.mv("2.82"), "/compute/v2.1/servers?power_state=4")
+        .await;
+    assert_eq!(names(&v), ["down", "up"]);
+    let (st, _) = c.get(&b83, "/compute/v2.1/servers?power_state=(").await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_REQUEST,
+        "a bad regex is the client's mistake"
+    );
+}

@@ -1473,6 +1473,86 @@ async fn bad_input_gets_vpe_faults_never_500() {
     assert_eq!(v["name"], "target");
 }
 
+/// Against the fake driver's own VNC server (a real RFB server with VNC authentication and
+/// a placeholder screen): the page's WebSocket carries the whole handshake, including the
+/// authentication with the page's temporary password.
+#[tokio::test]
+async fn console_of_the_fake_driver_authenticates_through_the_proxy() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let img = c.image(a, "img", b"x").await;
+    let id = vpe_create(&c, a, "fake-console", &img, json!({})).await;
+    vpe_settle(&c, a, &id, "active").await;
+    let (st, b) = c.get(a, &format!("/instances/{id}/vnc")).await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let url = b["instance"]["vnc_url"].as_str().unwrap();
+    let resp = c.http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cfg = page_config(&resp.text().await.unwrap());
+    let password = cfg["password"].as_str().unwrap().to_owned();
+    let ws_url = format!(
+        "{}/{}",
+        c.url.replacen("http://", "ws://", 1),
+        cfg["websocket"].as_str().unwrap()
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .expect("ws connects");
+    use tokio_tungstenite::tungstenite::Message as M;
+    // Reassemble the server's byte stream from binary frames.
+    let mut pending: Vec<u8> = Vec::new();
+    async fn take(
+        ws: &mut tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        pending: &mut Vec<u8>,
+        n: usize,
+    ) -> Vec<u8> {
+        while pending.len() < n {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next())
+                .await
+                .expect("server answers")
+                .expect("stream open")
+                .expect("frame")
+            {
+                M::Binary(b) => pending.extend_from_slice(&b),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        pending.drain(..n).collect()
+    }
+    assert_eq!(take(&mut ws, &mut pending, 12).await, b"RFB 003.008\n");
+    ws.send(M::Binary(b"RFB 003.008\n".to_vec().into()))
+        .await
+        .unwrap();
+    let n = take(&mut ws, &mut pending, 1).await[0] as usize;
+    let types = take(&mut ws, &mut pending, n).await;
+    assert!(types.contains(&2), "VNC authentication offered: {types:?}");
+    ws.send(M::Binary(vec![2].into())).await.unwrap();
+    let challenge: [u8; 16] = take(&mut ws, &mut pending, 16).await.try_into().unwrap();
+    let answer = nimbus_agent::fake_console::vnc_auth_response(&password, &challenge);
+    ws.send(M::Binary(answer.to_vec().into())).await.unwrap();
+    assert_eq!(
+        take(&mut ws, &mut pending, 4).await,
+        [0, 0, 0, 0],
+        "authenticated"
+    );
+    ws.send(M::Binary(vec![1].into())).await.unwrap(); // ClientInit: shared
+    let init = take(&mut ws, &mut pending, 24).await;
+    let (w, h) = (
+        u16::from_be_bytes([init[0], init[1]]),
+        u16::from_be_bytes([init[2], init[3]]),
+    );
+    assert_eq!(
+        (w, h),
+        (
+            nimbus_agent::fake_console::WIDTH,
+            nimbus_agent::fake_console::HEIGHT
+        )
+    );
+    ws.close(None).await.unwrap();
+}
+
 // ---- the console in a real browser ----
 
 /// A minimal RFB 3.8 server with no authentication that serves a plain 64×48 screen in raw

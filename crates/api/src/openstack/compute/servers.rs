@@ -15,7 +15,9 @@ use nimbus_control::servers::{
     NetworkRequest, RequestedNic, ServerCreate, ServerListQuery, ServerUpdate,
 };
 use nimbus_model::host::HostUsage;
-use nimbus_model::server::{Personality, Server, ServerFilter, ServerPage, ServerSortKey, SortDir};
+use nimbus_model::server::{
+    Personality, RegexField, Server, ServerFilter, ServerPage, ServerSortKey, SortDir,
+};
 use nimbus_model::state::{TaskState, VmState, openstack_status, states_for_openstack_status};
 use nimbus_model::{Error, FlavorId, ImageId, ServerGroupId};
 use serde::Deserialize;
@@ -406,6 +408,9 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
             "user_id",
         ]);
     }
+    if v.at_least(90) {
+        allowed.push("hostname");
+    }
     let may = |k: &str| {
         admin || allowed.contains(&k) || matches!(k, "limit" | "marker" | "sort_key" | "sort_dir")
     };
@@ -543,6 +548,22 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
     }
     if let Some(u) = get("user_id") {
         f.user_id = Some(u.into());
+    }
+    // Fields Nova matches by regex over their text.
+    for key in [
+        "power_state",
+        "progress",
+        "config_drive",
+        "created_at",
+        "launched_at",
+        "terminated_at",
+        "hostname",
+        "description",
+        "display_description",
+    ] {
+        if let (Some(value), Some(field)) = (get(key), RegexField::parse(key)) {
+            f.regex.push((field, value.to_owned()));
+        }
     }
     if get("ip").is_some() || get("ip6").is_some() {
         // Servers have no addresses until networking lands: no server matches an IP.
