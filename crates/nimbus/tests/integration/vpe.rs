@@ -1555,104 +1555,41 @@ async fn console_of_the_fake_driver_authenticates_through_the_proxy() {
 
 // ---- the console in a real browser ----
 
-/// A minimal RFB 3.8 server with no authentication that serves a plain 64×48 screen in raw
-/// encoding: enough for noVNC to connect and draw. Counts the screens it sent.
-async fn rfb_server() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let frames = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = frames.clone();
-    tokio::spawn(async move {
-        while let Ok((sock, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let _ = rfb_session(sock, &counter).await;
-            });
-        }
-    });
-    (port, frames)
-}
-
-async fn rfb_session(
-    mut s: tokio::net::TcpStream,
-    frames: &std::sync::atomic::AtomicUsize,
-) -> std::io::Result<()> {
-    const W: u16 = 64;
-    const H: u16 = 48;
-    s.write_all(b"RFB 003.008\n").await?;
-    let mut version = [0u8; 12];
-    s.read_exact(&mut version).await?;
-    s.write_all(&[1, 1]).await?; // one security type: None
-    let mut chosen = [0u8; 1];
-    s.read_exact(&mut chosen).await?;
-    s.write_all(&0u32.to_be_bytes()).await?; // SecurityResult: OK
-    let mut shared = [0u8; 1];
-    s.read_exact(&mut shared).await?;
-    let name = b"nimbus-test";
-    let mut init = Vec::new();
-    init.extend_from_slice(&W.to_be_bytes());
-    init.extend_from_slice(&H.to_be_bytes());
-    // 32 bpp, depth 24, little endian, true colour, 255/255/255, shifts 16/8/0.
-    init.extend_from_slice(&[32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]);
-    init.extend_from_slice(&(name.len() as u32).to_be_bytes());
-    init.extend_from_slice(name);
-    s.write_all(&init).await?;
-    loop {
-        let mut kind = [0u8; 1];
-        s.read_exact(&mut kind).await?;
-        match kind[0] {
-            0 => {
-                let mut b = [0u8; 19];
-                s.read_exact(&mut b).await?;
+/// Send one DevTools command to the first page of a Chromium; its `result` (`null` while
+/// there is no page yet).
+async fn devtools(base: &str, method: &str, params: Value) -> Value {
+    use tokio_tungstenite::tungstenite::Message as M;
+    let Ok(resp) = reqwest::get(format!("{base}/json/list")).await else {
+        return Value::Null;
+    };
+    let list: Value = resp.json().await.unwrap_or(Value::Null);
+    let Some(ws_url) = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["type"] == "page")
+        .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+    else {
+        return Value::Null;
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
+    let call = json!({"id": 1, "method": method, "params": params});
+    ws.send(M::Text(call.to_string().into())).await.unwrap();
+    while let Some(Ok(msg)) = ws.next().await {
+        if let M::Text(t) = msg {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            if v["id"] == 1 {
+                return v["result"].clone();
             }
-            2 => {
-                let mut b = [0u8; 3];
-                s.read_exact(&mut b).await?;
-                let n = u16::from_be_bytes([b[1], b[2]]) as usize;
-                let mut e = vec![0u8; n * 4];
-                s.read_exact(&mut e).await?;
-            }
-            3 => {
-                let mut b = [0u8; 9];
-                s.read_exact(&mut b).await?;
-                if b[0] == 0 {
-                    // A full update: one raw rectangle of a plain colour.
-                    let mut fb = vec![0u8, 0];
-                    fb.extend_from_slice(&1u16.to_be_bytes());
-                    fb.extend_from_slice(&[0, 0, 0, 0]);
-                    fb.extend_from_slice(&W.to_be_bytes());
-                    fb.extend_from_slice(&H.to_be_bytes());
-                    fb.extend_from_slice(&0i32.to_be_bytes());
-                    for _ in 0..(W as usize * H as usize) {
-                        fb.extend_from_slice(&[0xc0, 0x60, 0x20, 0]);
-                    }
-                    s.write_all(&fb).await?;
-                    frames.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-            }
-            4 => {
-                let mut b = [0u8; 7];
-                s.read_exact(&mut b).await?;
-            }
-            5 => {
-                let mut b = [0u8; 5];
-                s.read_exact(&mut b).await?;
-            }
-            6 => {
-                let mut b = [0u8; 7];
-                s.read_exact(&mut b).await?;
-                let n = u32::from_be_bytes([b[3], b[4], b[5], b[6]]) as usize;
-                let mut t = vec![0u8; n.min(1 << 20)];
-                s.read_exact(&mut t).await?;
-            }
-            _ => return Ok(()),
         }
     }
+    Value::Null
 }
 
-/// Opens `vnc_url` in headless Chromium and checks that noVNC connects through the proxy.
-/// Runs only where Debian's `chromium` is installed (`apt-get install chromium`); elsewhere
-/// it says so and passes.
+/// Opens `vnc_url` in headless Chromium: noVNC (served by Nimbus) connects through the
+/// WebSocket proxy to the fake driver's VNC server, authenticates with the page's
+/// temporary password and gets the 640×400 screen. Runs only where Debian's `chromium` is
+/// installed (`apt-get install chromium`); elsewhere it says so and passes.
 #[tokio::test]
 async fn console_page_connects_in_a_browser() {
     let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|b| {
@@ -1669,58 +1606,75 @@ async fn console_page_connects_in_a_browser() {
     let img = c.image(a, "img", b"x").await;
     let id = vpe_create(&c, a, "browser", &img, json!({})).await;
     vpe_settle(&c, a, &id, "active").await;
-    let (port, frames) = rfb_server().await;
-    reregister_host(
-        &c,
-        Some(VncConsole {
-            host: "127.0.0.1".into(),
-            port,
-            password: "unused".into(),
-            websocket_port: None,
-        }),
-        false,
-    )
-    .await;
     let (_, b) = c.get(a, &format!("/instances/{id}/vnc")).await;
     let url = b["instance"]["vnc_url"].as_str().unwrap().to_owned();
     let profile = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new(chromium);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--window-size=800,600",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .kill_on_drop(true);
-    // `NIMBUS_CONSOLE_SCREENSHOT=/tmp/console.png` saves what the page shows (for a person
-    // to look at); the check itself runs the page in real time.
-    if let Ok(shot) = std::env::var("NIMBUS_CONSOLE_SCREENSHOT") {
-        cmd.arg("--virtual-time-budget=5000")
-            .arg(format!("--screenshot={shot}"));
-    }
-    let mut browser = cmd.arg(&url).spawn().expect("chromium starts");
-    // noVNC asks for the first full screen only after the RFB handshake and the server's
-    // init went through the WebSocket proxy: a sent screen means the console connected.
+    let mut browser = tokio::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--window-size=800,600",
+            "--remote-debugging-address=127.0.0.1",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromium starts");
+    // Chromium writes the DevTools port it chose into the profile.
+    let port_file = profile.path().join("DevToolsActivePort");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while frames.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        if let Ok(Some(status)) = browser.try_wait()
-            && std::env::var("NIMBUS_CONSOLE_SCREENSHOT").is_err()
+    let port = loop {
+        if let Some(p) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u16>().ok()))
         {
-            panic!("chromium exited early: {status}");
+            break p;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "noVNC never connected through the console proxy"
+            "chromium never opened DevTools"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let probe = "JSON.stringify({state: document.body && document.body.dataset.console, \
+                 width: (document.querySelector('#screen canvas') || {}).width})";
+    let mut last = Value::Null;
+    loop {
+        let v = devtools(
+            &base,
+            "Runtime.evaluate",
+            json!({"expression": probe, "returnByValue": true}),
+        )
+        .await;
+        if let Some(text) = v["result"]["value"].as_str() {
+            last = serde_json::from_str(text).unwrap_or(Value::Null);
+            if last["state"] == "connected" && last["width"] == nimbus_agent::fake_console::WIDTH {
+                break;
+            }
+            assert_ne!(last["state"], "failed", "the console failed: {last}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "noVNC never connected; last page state: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if std::env::var("NIMBUS_CONSOLE_SCREENSHOT").is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(30), browser.wait()).await;
+    // `NIMBUS_CONSOLE_SCREENSHOT=/tmp/console.png` saves what the page shows.
+    if let Ok(shot) = std::env::var("NIMBUS_CONSOLE_SCREENSHOT") {
+        let v = devtools(&base, "Page.captureScreenshot", json!({"format": "png"})).await;
+        use base64::Engine as _;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str().unwrap_or_default())
+            .unwrap();
+        std::fs::write(shot, png).unwrap();
     }
     let _ = browser.kill().await;
 }
