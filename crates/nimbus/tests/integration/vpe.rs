@@ -1588,8 +1588,8 @@ async fn devtools(base: &str, method: &str, params: Value) -> Value {
 
 /// Opens `vnc_url` in headless Chromium: noVNC (served by Nimbus) connects through the
 /// WebSocket proxy to the fake driver's VNC server, authenticates with the page's
-/// temporary password and gets the 640×400 screen. Runs only where Debian's `chromium` is
-/// installed (`apt-get install chromium`); elsewhere it says so and passes.
+/// temporary password and gets the 640×400 screen. Needs Debian's `chromium`
+/// (`scripts/test.sh` installs it); fails — never skips — without it.
 #[tokio::test]
 async fn console_page_connects_in_a_browser() {
     let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|b| {
@@ -1598,8 +1598,9 @@ async fn console_page_connects_in_a_browser() {
             .output()
             .is_ok_and(|o| o.status.success())
     }) else {
-        eprintln!("console_page_connects_in_a_browser: no chromium here; browser check not run");
-        return;
+        panic!(
+            "console_page_connects_in_a_browser needs chromium: `apt-get install --no-install-recommends chromium` (scripts/test.sh does)"
+        );
     };
     let c = Cloud::start().await;
     let a = &c.admin;
