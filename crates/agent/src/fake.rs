@@ -118,6 +118,8 @@ struct Vm {
     destroyed: bool,
     /// The shape before a resize, until confirmed or reverted.
     old_shape: Option<(u32, u64)>,
+    /// Consoles opened for this VM end when this is dropped (the VM is destroyed).
+    console_stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A synthetic but plausible workload: per-server phase, slowly varying rates. Counters
@@ -160,6 +162,9 @@ impl Workload {
 pub struct FakeDriver {
     config: FakeConfig,
     vms: Arc<Mutex<HashMap<ServerId, Vm>>>,
+    /// Where unrequested power changes (injected crashes) are reported; the sink of the
+    /// latest spawn, so crash timers armed by later boots (reboot, start) report too.
+    events: Mutex<Option<Arc<dyn EventSink>>>,
 }
 
 fn missing(id: ServerId) -> Error {
@@ -171,6 +176,7 @@ impl FakeDriver {
         FakeDriver {
             config,
             vms: Arc::new(Mutex::new(HashMap::new())),
+            events: Mutex::new(None),
         }
     }
 
@@ -215,6 +221,17 @@ impl FakeDriver {
 
     /// Mark the VM running after a (re)boot and arm a crash timer if asked to.
     fn booted(&self, id: ServerId, events: Option<Arc<dyn EventSink>>) {
+        let events = match events {
+            Some(e) => {
+                *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                Some(e)
+            }
+            None => self
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
         let crash = {
             let mut vms = self.lock();
             let Some(vm) = vms.get_mut(&id) else { return };
@@ -304,6 +321,7 @@ impl FakeDriver {
                         epoch: 1,
                         destroyed: false,
                         old_shape: None,
+                        console_stop: tokio::sync::watch::channel(false).0,
                     },
                 );
                 1
@@ -412,8 +430,7 @@ impl Hypervisor for FakeDriver {
             ));
         }
         self.with_vm(id, |_| Ok(()))?;
-        // The crash timer (if any) re-arms on every boot; events go nowhere here because the
-        // agent re-reports nothing for reboots (the reply carries the state).
+        // The crash timer (if any) re-arms on every boot.
         self.booted(id, None);
         Ok(PowerState::Running)
     }
@@ -550,11 +567,28 @@ impl Hypervisor for FakeDriver {
         })
     }
 
+    /// A real RFB server showing a placeholder screen (see [`crate::fake_console`]), so
+    /// console clients can be tested against the fake driver too.
     async fn vnc_console(&self, id: ServerId) -> Result<VncConsole> {
-        self.with_vm(id, |_| Ok(()))?;
-        Err(Error::NotImplemented(
-            "The fake driver has no graphical console.".into(),
-        ))
+        let (name, stop) = self.with_vm(id, |vm| {
+            Ok((vm.hostname.clone(), vm.console_stop.subscribe()))
+        })?;
+        let opened = crate::fake_console::open(&name, stop)
+            .await
+            .map_err(|e| Error::Unavailable(format!("Could not open a console: {e}")))?;
+        self.with_vm(id, |vm| {
+            vm.console.push(format!(
+                "[ nimbus ] VNC console opened on port {}",
+                opened.port
+            ));
+            Ok(())
+        })?;
+        Ok(VncConsole {
+            host: opened.host,
+            port: opened.port,
+            password: opened.password,
+            websocket_port: None,
+        })
     }
 
     async fn diagnostics(&self, id: ServerId) -> Result<Diagnostics> {
@@ -641,6 +675,7 @@ impl Hypervisor for FakeDriver {
             epoch: 1,
             destroyed: false,
             old_shape: None,
+            console_stop: tokio::sync::watch::channel(false).0,
         });
         Ok(vm.power)
     }
@@ -852,6 +887,20 @@ mod tests {
                 if *server_id == crashy.server_id)
         });
         assert!(crashed);
+        // The timer re-arms on the next boot (a start after the crash).
+        sink.0.lock().unwrap().clear();
+        d.power_on(&crashy).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let again = sink.0.lock().unwrap().iter().any(|e| {
+            matches!(
+                e,
+                AgentEvent::PowerState {
+                    power_state: PowerState::Crashed,
+                    ..
+                }
+            )
+        });
+        assert!(again, "crash-after re-arms on every boot");
 
         // A stalled build ends when the server is destroyed.
         let stuck = spec(Some("stall"));

@@ -6,9 +6,11 @@
 
 mod alliance;
 pub mod common;
+pub mod cyclades;
 pub mod internal;
 mod mogan;
 pub mod openstack;
+pub mod vpe;
 
 use axum::Router;
 use nimbus_control::Control;
@@ -59,6 +61,8 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::identity::router(state.clone()))
         .merge(openstack::compute::router(state.clone()))
         .merge(openstack::image::router(state.clone()))
+        .merge(vpe::router(state.clone()))
+        .merge(cyclades::router(state.clone()))
         .merge(internal::router(state.clone()))
         .merge(mogan::router(state.clone()))
         .merge(alliance::router(state.clone()))

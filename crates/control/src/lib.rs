@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod engine;
+pub mod extra_specs;
 pub mod flavors;
 pub mod hosts;
 pub mod identity;

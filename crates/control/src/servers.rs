@@ -290,6 +290,19 @@ fn reservation_id() -> String {
     format!("r-{s}")
 }
 
+/// Whether a server has a console to open (it runs, or is paused): the rule behind
+/// [`Control::server_vnc_console`], for dialects that hand out console URLs up front.
+pub fn console_available(server: &Server) -> Result<()> {
+    if matches!(server.vm_state, VmState::Active | VmState::Paused) {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "Instance {} is not ready",
+            server.id
+        )))
+    }
+}
+
 /// Options for a server listing, as the API parsed them.
 #[derive(Clone, Debug, Default)]
 pub struct ServerListQuery {
@@ -350,11 +363,37 @@ impl Control {
         Ok(s)
     }
 
+    /// By numeric serial, deleted servers included until they are purged: Cyclades shows a
+    /// deleted server as `DELETED` and answers "server deleted" (400) rather than 404 when
+    /// one is acted on. Same project visibility as [`Self::server_get`].
+    pub async fn server_get_by_serial_with_deleted(
+        &self,
+        ctx: &Context,
+        serial: i64,
+    ) -> Result<Server> {
+        self.inner
+            .store
+            .server_get_by_serial(serial)
+            .await?
+            .filter(|s| s.project_id == ctx.project_id || ctx.is_admin())
+            .ok_or_else(|| Error::server_not_found(serial))
+    }
+
     /// List servers. Non-admins always see only their project; `all_tenants` is honoured for
     /// admins only (Nova silently ignores it otherwise).
     pub async fn servers_list(&self, ctx: &Context, mut q: ServerListQuery) -> Result<Vec<Server>> {
         if !(q.all_tenants && ctx.is_admin()) {
             q.filter.project_id = Some(ctx.project_id.clone());
+        }
+        for (field, re) in &q.filter.regex {
+            regex::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "Invalid regular expression in {field:?} filter: {e}"
+                    ))
+                })?;
         }
         if let Some(re) = &q.filter.name_regex {
             regex::RegexBuilder::new(re)
@@ -1465,9 +1504,7 @@ impl Control {
         id: ServerId,
     ) -> Result<nimbus_model::agent::VncConsole> {
         let server = self.server_get(ctx, id).await?;
-        if server.vm_state != VmState::Active && server.vm_state != VmState::Paused {
-            return Err(Error::Conflict(format!("Instance {id} is not ready")));
-        }
+        console_available(&server)?;
         let host = server
             .host_id
             .ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;
