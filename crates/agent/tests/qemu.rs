@@ -1082,6 +1082,22 @@ async fn guests_on_two_networks() {
     d.set_firewall(a2, mac_a2, "DISABLED").await.unwrap();
     let out = env.sh(a1, &wget(8080)).await;
     assert!(out.contains("404"), "DISABLED opens everything: {out}");
+    // A bulk TCP transfer through the switch (8 MiB over HTTP), for the record.
+    env.sh(a2, "dd if=/dev/zero of=/tmp/big bs=1M count=8")
+        .await;
+    let out = env
+        .sh(
+            a1,
+            "read t0 _ </proc/uptime; wget -O /tmp/got http://10.1.0.12/big; read t1 _ </proc/uptime; \
+             echo size=$(stat -c %s /tmp/got) secs=$t0,$t1; rm /tmp/got",
+        )
+        .await;
+    assert!(out.contains("size=8388608 "), "{out}");
+    eprintln!(
+        "8 MiB A2 -> A1 over HTTP: {}; A1's NIC: {:?}",
+        out.trim().lines().last().unwrap_or(""),
+        d.diagnostics(a1).await.unwrap().nic_details[0]
+    );
     assert!(matches!(
         d.set_firewall(a2, mac_a2, "OPEN").await,
         Err(Error::InvalidRequest(_))

@@ -22,8 +22,8 @@
 //! other (multi-host segments are out of scope).
 //!
 //! The pure logic lives in [`switch`], [`firewall`], [`dhcp`] and [`frame`]; this module
-//! only moves datagrams. Sends never block: a full receiver queue drops the frame (counted
-//! as `rx_drop`), as a congested switch port does.
+//! only moves datagrams. Sends never block the switch: a frame for a QEMU whose socket
+//! queue is full waits in that port's bounded backlog (see [`switch`]).
 
 pub mod dhcp;
 pub mod firewall;
@@ -44,6 +44,8 @@ use tokio::task::JoinHandle;
 
 /// Largest datagram QEMU's dgram netdev sends (its NET_BUFSIZE).
 const MAX_FRAME: usize = 4096 + 65536;
+/// How soon a frame waiting for a busy QEMU is retried.
+const BACKLOG_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 /// Unix socket paths must fit `sun_path` (108 bytes including the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -296,7 +298,8 @@ fn switch_mac(network_id: &str) -> Mac {
     [0x02, h[0], h[1], h[2], h[3], h[4]]
 }
 
-/// The receive loop of one switch: every datagram goes through [`Switch::ingress`].
+/// The receive loop of one switch: every datagram goes through [`Switch::ingress`]; while
+/// some port has a backlog (its QEMU's queue was full), it is retried every millisecond.
 async fn serve(
     sock: tokio::net::UnixDatagram,
     out: std::os::unix::net::UnixDatagram,
@@ -304,24 +307,38 @@ async fn serve(
     network: String,
 ) {
     let mut buf = vec![0u8; MAX_FRAME];
+    let mut send = |dst: &Path, frame: &[u8]| match out.send_to(frame, dst) {
+        Ok(_) => SendOutcome::Sent,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => SendOutcome::Full,
+        Err(_) => SendOutcome::Absent,
+    };
+    let mut waiting = false;
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(v) => v,
-            Err(e) => {
+        // `recv_from` is cancel-safe: losing the race to the retry tick loses no datagram.
+        let received = if waiting {
+            tokio::select! {
+                r = sock.recv_from(&mut buf) => Some(r),
+                _ = tokio::time::sleep(BACKLOG_RETRY) => None,
+            }
+        } else {
+            Some(sock.recv_from(&mut buf).await)
+        };
+        let mut sw = lock(&switch);
+        match received {
+            Some(Ok((n, from))) => {
+                if let Some(path) = from.as_pathname() {
+                    sw.ingress(path, &buf[..n], std::time::Instant::now(), &mut send);
+                }
+            }
+            Some(Err(e)) => {
+                drop(sw);
                 tracing::warn!(%network, error = %e, "switch receive failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
-        };
-        let Some(path) = from.as_pathname() else {
-            continue;
-        };
-        let mut send = |dst: &Path, frame: &[u8]| match out.send_to(frame, dst) {
-            Ok(_) => SendOutcome::Sent,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => SendOutcome::Full,
-            Err(_) => SendOutcome::Absent,
-        };
-        lock(&switch).ingress(path, &buf[..n], std::time::Instant::now(), &mut send);
+            None => {}
+        }
+        waiting = sw.flush(&mut send);
     }
 }
 

@@ -15,15 +15,19 @@
 //!   judged by the receiving port's firewall;
 //! - on a network with DHCP, client DHCP messages are answered by the switch and not
 //!   forwarded, and DHCP server messages from guests are dropped (no rogue DHCP);
+//! - a port whose QEMU cannot take a frame now (its socket queue is full: the kernel
+//!   queues only `net.unix.max_dgram_qlen`, 10 by default, datagrams per socket) keeps
+//!   frames in a FIFO backlog of at most [`MAX_BACKLOG_BYTES`], sent in order by
+//!   [`Switch::flush`] before anything newer; only beyond that are frames dropped;
 //! - counters are the guest's view (like libvirt's): `tx` = frames the guest sent and the
 //!   switch accepted, `rx` = frames delivered to the guest; `tx_drop` = frames refused at
 //!   ingress (spoofing, rogue DHCP, garbage), `rx_drop` = frames for the guest dropped by its
-//!   firewall or because its QEMU's socket queue was full.
+//!   firewall or because its backlog was full.
 
 use super::dhcp::{self, Lease};
 use super::firewall::{Conntrack, Profile};
 use super::frame::{self, Eth, Mac, PROTO_UDP};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,6 +36,8 @@ pub const LEARNED_AGE: Duration = Duration::from_secs(300);
 /// Most learned MACs per network; beyond it, unknown sources are not learned (their
 /// traffic is still forwarded; frames to them are flooded).
 pub const MAX_LEARNED: usize = 1024;
+/// Most bytes waiting for one port whose QEMU is momentarily not reading.
+pub const MAX_BACKLOG_BYTES: usize = 1 << 20;
 
 /// A NIC as the switch sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,7 +69,7 @@ pub struct Counters {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SendOutcome {
     Sent,
-    /// The receiver's queue is full: the frame is dropped (and counted).
+    /// The receiver's queue is full: the frame waits in the port's backlog.
     Full,
     /// Nobody listens (the server is stopped): nothing to count.
     Absent,
@@ -74,6 +80,60 @@ struct Port {
     cfg: PortConfig,
     counters: Counters,
     conntrack: Conntrack,
+    /// Frames the port's QEMU could not take yet, oldest first.
+    backlog: VecDeque<Vec<u8>>,
+    backlog_bytes: usize,
+}
+
+impl Port {
+    /// Send a frame to the guest, behind anything already waiting.
+    fn transmit(&mut self, bytes: &[u8], send: &mut dyn FnMut(&Path, &[u8]) -> SendOutcome) {
+        if !self.backlog.is_empty() {
+            self.enqueue(bytes);
+            return;
+        }
+        match send(&self.cfg.socket, bytes) {
+            SendOutcome::Sent => self.count_rx(bytes.len()),
+            SendOutcome::Full => self.enqueue(bytes),
+            SendOutcome::Absent => {}
+        }
+    }
+
+    fn enqueue(&mut self, bytes: &[u8]) {
+        if self.backlog_bytes + bytes.len() > MAX_BACKLOG_BYTES {
+            self.counters.rx_drop += 1;
+        } else {
+            self.backlog_bytes += bytes.len();
+            self.backlog.push_back(bytes.to_vec());
+        }
+    }
+
+    fn count_rx(&mut self, len: usize) {
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += len as u64;
+    }
+
+    /// Send what waits; answers whether anything still waits.
+    fn flush(&mut self, send: &mut dyn FnMut(&Path, &[u8]) -> SendOutcome) -> bool {
+        while let Some(f) = self.backlog.front() {
+            match send(&self.cfg.socket, f) {
+                SendOutcome::Sent => {
+                    let len = f.len();
+                    self.count_rx(len);
+                    self.backlog_bytes -= len;
+                    self.backlog.pop_front();
+                }
+                SendOutcome::Full => return true,
+                SendOutcome::Absent => {
+                    // The guest went away: what waited for it is lost.
+                    self.counters.rx_drop += self.backlog.len() as u64;
+                    self.backlog.clear();
+                    self.backlog_bytes = 0;
+                }
+            }
+        }
+        false
+    }
 }
 
 /// One network's switch.
@@ -125,6 +185,8 @@ impl Switch {
                         cfg,
                         counters: Counters::default(),
                         conntrack: Conntrack::default(),
+                        backlog: VecDeque::new(),
+                        backlog_bytes: 0,
                     },
                 );
             }
@@ -155,6 +217,16 @@ impl Switch {
 
     pub fn config(&self, mac: &Mac) -> Option<&PortConfig> {
         self.ports.get(mac).map(|p| &p.cfg)
+    }
+
+    /// Retry every port's backlog, oldest frame first; answers whether frames still wait
+    /// (the caller then tries again shortly).
+    pub fn flush(&mut self, send: &mut dyn FnMut(&Path, &[u8]) -> SendOutcome) -> bool {
+        let mut waiting = false;
+        for p in self.ports.values_mut() {
+            waiting |= p.flush(send);
+        }
+        waiting
     }
 
     /// The port a destination MAC lives on, if known.
@@ -269,18 +341,7 @@ impl Switch {
             p.counters.rx_drop += 1;
             return;
         }
-        Self::account(p, bytes.len(), send(&p.cfg.socket, bytes));
-    }
-
-    fn account(p: &mut Port, len: usize, outcome: SendOutcome) {
-        match outcome {
-            SendOutcome::Sent => {
-                p.counters.rx_packets += 1;
-                p.counters.rx_bytes += len as u64;
-            }
-            SendOutcome::Full => p.counters.rx_drop += 1,
-            SendOutcome::Absent => {}
-        }
+        p.transmit(bytes, send);
     }
 
     /// Answer a client's DHCP message with the port's allocation. A request naming another
@@ -321,8 +382,7 @@ impl Switch {
             &reply.encode(),
         );
         // The switch's own answer is not subject to the port's firewall.
-        let outcome = send(&p.cfg.socket, &bytes);
-        Self::account(p, bytes.len(), outcome);
+        p.transmit(&bytes, send);
     }
 }
 
@@ -538,8 +598,7 @@ mod tests {
             (c2.rx_packets, c2.rx_bytes, c2.tx_packets),
             (2, 2 * f.len() as u64, 0)
         );
-        // A full receiver queue and a firewall drop count as rx_drop; an absent one not.
-        s.ingress(&sock(1), &f, Instant::now(), &mut |_, _| SendOutcome::Full);
+        // An absent receiver is not counted; a firewall drop is rx_drop.
         s.ingress(&sock(1), &f, Instant::now(), &mut |_, _| {
             SendOutcome::Absent
         });
@@ -548,7 +607,7 @@ mod tests {
         let c2 = s.counters(&mac(2)).unwrap();
         assert_eq!(
             (c2.rx_packets, c2.rx_drop),
-            (2, 2),
+            (2, 1),
             "re-plugging keeps the counters"
         );
         // Spoofed frames count as tx_drop of the sender.
@@ -736,6 +795,60 @@ mod tests {
             68,
             &[0u8; 300],
         )
+    }
+
+    #[test]
+    fn a_busy_receiver_gets_its_frames_later_in_order() {
+        let mut s = switch(2);
+        let frames: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| {
+                v4(
+                    mac(1),
+                    mac(2),
+                    "10.0.0.11",
+                    "10.0.0.12",
+                    PROTO_ICMP,
+                    &icmp(8, 1, &[i]),
+                )
+            })
+            .collect();
+        // Port 2's queue is full for the first three frames; the rest queue behind them.
+        let mut full = 3;
+        let mut sent = Vec::new();
+        for f in &frames {
+            s.ingress(&sock(1), f, Instant::now(), &mut |_, b| {
+                if full > 0 {
+                    full -= 1;
+                    SendOutcome::Full
+                } else {
+                    sent.push(b.to_vec());
+                    SendOutcome::Sent
+                }
+            });
+        }
+        assert!(sent.is_empty(), "nothing overtakes a waiting frame");
+        assert_eq!(s.counters(&mac(2)).unwrap().rx_packets, 0);
+        // Flushing delivers all of them, oldest first.
+        let waiting = s.flush(&mut |_, b| {
+            sent.push(b.to_vec());
+            SendOutcome::Sent
+        });
+        assert!(!waiting);
+        assert_eq!(sent, frames);
+        let c = s.counters(&mac(2)).unwrap();
+        assert_eq!((c.rx_packets, c.rx_drop), (5, 0));
+        // A backlog is bounded: beyond MAX_BACKLOG_BYTES frames are dropped and counted.
+        let big = eth(mac(1), mac(2), 0x0800, &vec![0u8; 60_000]);
+        for _ in 0..(MAX_BACKLOG_BYTES / big.len() + 3) {
+            s.ingress(&sock(1), &big, Instant::now(), &mut |_, _| {
+                SendOutcome::Full
+            });
+        }
+        assert!(s.counters(&mac(2)).unwrap().rx_drop >= 2);
+        assert!(s.flush(&mut |_, _| SendOutcome::Full), "still waiting");
+        // A receiver that went away loses its backlog.
+        assert!(!s.flush(&mut |_, _| SendOutcome::Absent));
+        assert!(!s.flush(&mut |_, _| panic!("nothing left to send")));
     }
 
     #[test]
