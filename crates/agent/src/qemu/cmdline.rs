@@ -381,7 +381,7 @@ mod tests {
             "-device pcie-root-port,id=rp4,chassis=5,io-reserve=0",
             "-netdev dgram,id=net-fa163e000001,local.type=unix,local.path=/var/lib/nimbus,,x/instances/a/nic-fa163e000001.sock,remote.type=unix,remote.path=/var/lib/nimbus,,x/net/n1.sock",
             "-device virtio-net-pci,netdev=net-fa163e000001,id=nic-fa163e000001,mac=fa:16:3e:00:00:01,bus=rp0",
-            "-smbios type=11,value=nimbus-nic fa:16:3e:00:00:01 dhcp",
+            "-smbios type=11,value=nimbus-nic fa:16:3e:00:00:01 none",
             "-vnc 127.0.0.1:0,to=99,password=on,websocket=on",
             "logappend=on",
         ] {

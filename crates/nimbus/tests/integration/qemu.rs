@@ -90,6 +90,27 @@ async fn real_guest_through_the_openstack_api() {
     assert_eq!(s["OS-EXT-STS:power_state"], 1);
     let out = wait_marker(&c, &id, 1).await;
     assert!(out.contains("GUEST-READY"), "{out}");
+    // The guest's NIC is on the public network's switch and got the address the API shows
+    // by DHCP from it; the switch's counters reach the diagnostics.
+    let public = &s["addresses"]["public"][0];
+    let ip = public["addr"].as_str().expect("a public IPv4 address");
+    assert!(
+        out.contains(&format!("GUEST-READY ip={ip}/")),
+        "{ip}: {out}"
+    );
+    let (st, d) = c
+        .get(
+            &a.mv("2.48"),
+            &format!("/compute/v2.1/servers/{id}/diagnostics"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{d}");
+    let nic = &d["nic_details"][0];
+    assert_eq!(nic["mac_address"], public["OS-EXT-IPS-MAC:mac_addr"], "{d}");
+    assert!(
+        nic["rx_packets"].as_u64() >= Some(2) && nic["tx_packets"].as_u64() >= Some(2),
+        "DHCP went through the switch: {d}"
+    );
 
     // A snapshot of the running guest becomes an active qcow2 image.
     let (st, body) = c
