@@ -63,6 +63,41 @@ async fn wait_marker(c: &Cloud, id: &str, n: usize) -> String {
     }
 }
 
+/// Run a shell command on the guest's serial console (the socket in its instance
+/// directory) and answer its output. The output is read from the socket itself: it keeps
+/// the socket drained (QEMU stalls the guest's serial output when a connected client does
+/// not read) and is exact (QEMU's logfile can double a byte written while the client's
+/// socket was full).
+async fn guest_sh(instance: &Path, cmd: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = 1000 + (uuid::Uuid::new_v4().as_u128() % 9000) as u32;
+    let (begin, end) = (format!("Q{}B\n", n + 1), format!("Q{}E", n + 1));
+    let mut s = tokio::net::UnixStream::connect(instance.join("serial.sock"))
+        .await
+        .expect("serial console");
+    let line = format!(
+        "{{ {cmd}; }} >/tmp/o 2>&1; echo Q$(({n} + 1))B; cat /tmp/o; echo Q$(({n} + 1))E\n"
+    );
+    s.write_all(line.as_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    loop {
+        let text = String::from_utf8_lossy(&got)
+            .replace("\r\n", "\n")
+            .replace('\r', "");
+        if let Some(e) = text.find(&end)
+            && let Some(b) = text[..e].rfind(&begin)
+        {
+            return text[b + begin.len()..e].to_owned();
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(k)) if k > 0 => got.extend_from_slice(&chunk[..k]),
+            r => panic!("{cmd:?} did not finish ({r:?}):\n{text}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_guest_through_the_openstack_api() {
     let image = test_image().to_path_buf();
@@ -111,6 +146,85 @@ async fn real_guest_through_the_openstack_api() {
         nic["rx_packets"].as_u64() >= Some(2) && nic["tx_packets"].as_u64() >= Some(2),
         "DHCP went through the switch: {d}"
     );
+
+    // Cyclades: a private network with DHCP, connected while the guest runs (hot-plug),
+    // a firewall profile on the new NIC, then disconnected; all through the controller.
+    let instance = c.dir.path().join("qemu").join("instances").join(&id);
+    let cy = |path: &str| format!("/compute/v2.0{path}");
+    let (_, list) = c.get(a, &cy("/servers")).await;
+    let serial = list["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "guest")
+        .map(|v| v["id"].to_string())
+        .expect("the guest in the Cyclades list");
+    let (st, v) = c
+        .post(
+            a,
+            &cy("/networks"),
+            json!({"network": {"name": "back", "type": "MAC_FILTERED", "cidr": "10.9.0.0/24"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let net = v["network"]["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while c.get(a, &cy(&format!("/networks/{net}"))).await.1["network"]["status"] != "ACTIVE" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "network never ACTIVE"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (st, v) = c
+        .post(
+            a,
+            &cy(&format!("/networks/{net}/action")),
+            json!({"add": {"serverRef": serial}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let (_, v) = c.get(a, &cy(&format!("/servers/{serial}/ips/{net}"))).await;
+    let ip = v["network"]["ipv4"]
+        .as_str()
+        .expect("an address on back")
+        .to_owned();
+    let out = guest_sh(
+        &instance,
+        "for i in $(seq 100); do [ -e /sys/class/net/eth1 ] && break; sleep 0.2; done; \
+         ip link set eth1 up; udhcpc -i eth1 -q -n -t 5 -T 1 -s /etc/udhcpc.script; \
+         ip -o addr show dev eth1",
+    )
+    .await;
+    assert!(out.contains(&format!("inet {ip}/24 ")), "{ip}: {out}");
+    let (st, v) = c
+        .post(
+            a,
+            &cy(&format!("/servers/{serial}/action")),
+            json!({"firewallProfile": {"profile": "PROTECTED", "nic": format!("nic-{serial}-1")}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(instance.join("instance.json")).unwrap()).unwrap();
+    assert_eq!(rec["spec"]["nics"][1]["firewall"], "PROTECTED", "{rec}");
+    let (st, v) = c
+        .post(
+            a,
+            &cy(&format!("/networks/{net}/action")),
+            json!({"remove": {"serverRef": serial}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(instance.join("instance.json")).unwrap()).unwrap();
+    assert_eq!(rec["spec"]["nics"].as_array().unwrap().len(), 1, "{rec}");
+    let out = guest_sh(
+        &instance,
+        "for i in $(seq 50); do [ -e /sys/class/net/eth1 ] || break; sleep 0.2; done; ls /sys/class/net",
+    )
+    .await;
+    assert!(!out.contains("eth1"), "hot-unplugged: {out}");
 
     // A snapshot of the running guest becomes an active qcow2 image.
     let (st, body) = c
