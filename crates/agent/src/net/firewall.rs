@@ -21,7 +21,7 @@
 //! `PROTECTED` keeps connections the guest already has. A flow lives while packets keep
 //! passing in either direction: TCP 1 h idle, UDP 180 s, ICMP echo 30 s, other protocols
 //! 600 s. A port tracks at most [`MAX_FLOWS`]; when full, expired flows are purged and then
-//! the least recently used one makes room.
+//! the least recently used eighth makes room.
 
 use super::frame::{ETHERTYPE_ARP, Eth, Ip, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 use std::collections::HashMap;
@@ -190,13 +190,18 @@ impl Conntrack {
         self.flows.insert(key, now);
     }
 
+    /// Purge expired flows; if the table is still full, evict the least recently used
+    /// eighth at once, so a guest opening flows as fast as it can costs O(1) amortized per
+    /// flow instead of a scan of the whole table each time.
     fn make_room(&mut self, now: Instant) {
         self.flows
             .retain(|k, seen| now.saturating_duration_since(*seen) < idle_limit(k.proto));
-        if self.flows.len() >= MAX_FLOWS
-            && let Some(oldest) = self.flows.iter().min_by_key(|(_, t)| **t).map(|(k, _)| *k)
-        {
-            self.flows.remove(&oldest);
+        if self.flows.len() >= MAX_FLOWS {
+            let mut seen: Vec<Instant> = self.flows.values().copied().collect();
+            let cut = seen.len() / 8;
+            let (_, threshold, _) = seen.select_nth_unstable(cut);
+            let threshold = *threshold;
+            self.flows.retain(|_, t| *t > threshold);
         }
     }
 
@@ -593,7 +598,11 @@ mod tests {
             let f = v4(g, p, GUEST, PEER, PROTO_UDP, &udp(port, 53, b""));
             send(&mut ct, &f, t0 + Duration::from_millis(port.into()));
         }
-        assert_eq!(ct.len(), MAX_FLOWS);
+        assert!(
+            ct.len() <= MAX_FLOWS && ct.len() > MAX_FLOWS / 2,
+            "{}",
+            ct.len()
+        );
         // The most recent flows survive; the oldest were evicted.
         let newest = v4(
             p,
