@@ -412,7 +412,16 @@ impl Control {
                 .await
             {
                 Ok(_) | Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // The record was written first so a concurrent reboot plugs the NIC in
+                    // with the new profile; the host refused it, so put the old one back
+                    // rather than let the database and the host disagree.
+                    self.inner
+                        .store
+                        .nic_set_firewall(target.id, target.firewall)
+                        .await?;
+                    return Err(e);
+                }
             }
         }
         self.touch_server(s.id).await?;
