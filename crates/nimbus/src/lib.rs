@@ -181,9 +181,9 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
             .generated_password
             .clone()
             .or(cfg.admin_password.clone())
-        {
-            cloudsyaml::write(&cfg.data_dir, &public_url, pw, &boot.admin_project.name)?;
-        }
+    {
+        cloudsyaml::write(&cfg.data_dir, &public_url, pw, &boot.admin_project.name)?;
+    }
     Ok(Running {
         addr,
         public_url,

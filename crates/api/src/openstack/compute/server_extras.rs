@@ -272,14 +272,15 @@ async fn actions_index(api: Api, Path(id): Path<String>) -> ComputeResult {
             ops.retain(|o| o.finish_time.unwrap_or(o.updated_at) >= t);
         }
         if api.v.at_least(66)
-            && let Some(s) = api.param("changes-before") {
-                let t = parse_iso(s).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "Invalid input for query parameters changes-before. Value: {s}."
-                    ))
-                })?;
-                ops.retain(|o| o.finish_time.unwrap_or(o.updated_at) <= t);
-            }
+            && let Some(s) = api.param("changes-before")
+        {
+            let t = parse_iso(s).ok_or_else(|| {
+                Error::invalid(format!(
+                    "Invalid input for query parameters changes-before. Value: {s}."
+                ))
+            })?;
+            ops.retain(|o| o.finish_time.unwrap_or(o.updated_at) <= t);
+        }
         if let Some(m) = api.param("marker") {
             let pos = ops
                 .iter()

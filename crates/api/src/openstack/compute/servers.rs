@@ -128,13 +128,14 @@ pub fn view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[HostUsage]) -> Value
         },
     );
     if matches!(status, "ERROR" | "DELETED")
-        && let Some(fault) = &s.fault {
-            let mut fd = json!({"code": fault.code, "created": isotime(&fault.created), "message": fault.message});
-            if !fault.details.is_empty() && (admin || fault.code != 500) {
-                fd["details"] = json!(fault.details);
-            }
-            m.insert("fault".into(), fd);
+        && let Some(fault) = &s.fault
+    {
+        let mut fd = json!({"code": fault.code, "created": isotime(&fault.created), "message": fault.message});
+        if !fault.details.is_empty() && (admin || fault.code != 500) {
+            fd["details"] = json!(fault.details);
         }
+        m.insert("fault".into(), fd);
+    }
     if matches!(
         status,
         "ACTIVE" | "BUILD" | "REBUILD" | "RESIZE" | "VERIFY_RESIZE" | "MIGRATING"
@@ -456,11 +457,12 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
         None => None,
     };
     if let (Some(a), Some(b)) = (since, before)
-        && b < a {
-            return Err(Error::invalid(
-                "The value of changes-since must be less than or equal to changes-before.",
-            ));
-        }
+        && b < a
+    {
+        return Err(Error::invalid(
+            "The value of changes-since must be less than or equal to changes-before.",
+        ));
+    }
     f.changes_since = since;
     f.changes_before = before;
     // changes-since/before include deleted servers; otherwise deleted ones are hidden
@@ -526,9 +528,10 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
             .is_some_and(|v| truthy(v).unwrap_or(true));
     if admin
         && let Some(p) = api.param("project_id").or_else(|| api.param("tenant_id"))
-            && all_tenants {
-                f.project_id = Some(p.into());
-            }
+        && all_tenants
+    {
+        f.project_id = Some(p.into());
+    }
     // Sorting: repeated sort_key/sort_dir pairs; unknown keys are ignored as Nova does.
     let keys = api.params("sort_key");
     let dirs = api.params("sort_dir");
@@ -822,11 +825,13 @@ fn networks_request(api: &Api, v: Option<Value>) -> Result<NetworkRequest, Error
                 }
                 let s = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_owned);
                 if let Some(u) = s("uuid")
-                    && api.v.at_least(37) && uuid::Uuid::parse_str(&u).is_err() {
-                        return Err(Error::invalid(format!(
-                            "Invalid input for field/attribute uuid. Value: {u}. '{u}' is not a 'uuid'"
-                        )));
-                    }
+                    && api.v.at_least(37)
+                    && uuid::Uuid::parse_str(&u).is_err()
+                {
+                    return Err(Error::invalid(format!(
+                        "Invalid input for field/attribute uuid. Value: {u}. '{u}' is not a 'uuid'"
+                    )));
+                }
                 nics.push(RequestedNic {
                     network_id: s("uuid"),
                     port_id: s("port"),
@@ -941,15 +946,17 @@ async fn create(api: Api, JsonBody(body): JsonBody<CreateBody>) -> ComputeResult
         .into());
     }
     if let Some(d) = &s.disk_config
-        && !matches!(d.as_str(), "AUTO" | "MANUAL") {
-            return Err(Error::invalid(format!("Invalid input for field/attribute OS-DCF:diskConfig. Value: {d}. '{d}' is not one of ['AUTO', 'MANUAL']")).into());
-        }
+        && !matches!(d.as_str(), "AUTO" | "MANUAL")
+    {
+        return Err(Error::invalid(format!("Invalid input for field/attribute OS-DCF:diskConfig. Value: {d}. '{d}' is not one of ['AUTO', 'MANUAL']")).into());
+    }
     if let Some(Value::Array(c)) = &s.trusted_image_certificates
-        && !c.is_empty() {
-            return Err(
-                Error::invalid("Image certificate validation is not supported by Nimbus.").into(),
-            );
-        }
+        && !c.is_empty()
+    {
+        return Err(
+            Error::invalid("Image certificate validation is not supported by Nimbus.").into(),
+        );
+    }
     let networks = networks_request(&api, s.networks)?;
     let image_id = boot_image(
         s.image_ref.as_deref(),
@@ -958,9 +965,10 @@ async fn create(api: Api, JsonBody(body): JsonBody<CreateBody>) -> ComputeResult
     let min = positive("min_count", &s.min_count)?;
     let max = positive("max_count", &s.max_count)?;
     if let (Some(a), Some(b)) = (min, max)
-        && a > b {
-            return Err(Error::invalid("min_count must be <= max_count").into());
-        }
+        && a > b
+    {
+        return Err(Error::invalid("min_count must be <= max_count").into());
+    }
     let hints = body.hints.or(body.hints_alt);
     let group = scheduler_group(hints.as_ref())?;
     let mut az = s.availability_zone.clone();
@@ -1079,12 +1087,13 @@ async fn update(
     }
     let f: UpdateFields = from_value(Value::Object(body.server))?;
     if let Some(d) = &f.disk_config
-        && !matches!(d.as_str(), "AUTO" | "MANUAL") {
-            return Err(Error::invalid(format!(
-                "Invalid input for field/attribute OS-DCF:diskConfig. Value: {d}."
-            ))
-            .into());
-        }
+        && !matches!(d.as_str(), "AUTO" | "MANUAL")
+    {
+        return Err(Error::invalid(format!(
+            "Invalid input for field/attribute OS-DCF:diskConfig. Value: {d}."
+        ))
+        .into());
+    }
     let upd = ServerUpdate {
         name: f.name,
         description: f.description,
