@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The whole test suite: `bash scripts/test.sh` (the README's second command).
+#
+# Works on a fresh Debian 12 machine as root with the Rust toolchain, cargo-nextest and
+# Python 3.11: it installs what else it needs (python3-venv if missing), then runs
+#   1. cargo nextest run --workspace   unit tests, store conformance, integration tests
+#   2. tests/clients/run.sh            the real OpenStack clients against `nimbus serve`
+# and stops at the first failing phase. Arguments are passed to the client tests (pytest).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+die() {
+    echo "scripts/test.sh: $*" >&2
+    exit 1
+}
+
+phase() {
+    local name=$1 t0=$SECONDS
+    shift
+    echo "==> $name" >&2
+    "$@" || die "FAILED: $name (exit $?)"
+    echo "==> $name: ok in $((SECONDS - t0))s" >&2
+}
+
+is_root() { [[ $(id -u) -eq 0 ]]; }
+
+apt_install() {
+    is_root && command -v apt-get >/dev/null || die "missing $*: install it (Debian: apt-get install $*)"
+    echo "scripts/test.sh: installing $* (apt)" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null || die "apt-get install $* failed"
+}
+
+# ---- prerequisites ----
+command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (https://rustup.rs)"
+cargo nextest --version >/dev/null 2>&1 || die "cargo-nextest not found: cargo install cargo-nextest --locked"
+export PYTHON=${PYTHON:-python3}
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python 3.11"
+# Debian's python3 needs python3-venv for `python3 -m venv` (ensurepip).
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+
+# ---- HOOK: QEMU for the qemu driver's real-guest tests ----
+# scripts/install-qemu.sh comes with the qemu driver (branch `qemu`); once it is on main,
+# this installs QEMU (idempotent) before the tests that boot real guests run.
+if [[ -f scripts/install-qemu.sh ]]; then
+    phase "install QEMU (scripts/install-qemu.sh)" bash scripts/install-qemu.sh
+fi
+
+# ---- 1. Rust: unit, store conformance and integration tests ----
+phase "cargo nextest run --workspace" cargo nextest run --workspace
+
+# ---- 2. real OpenStack clients against a real `nimbus serve` ----
+phase "cargo build -p nimbus" cargo build --quiet -p nimbus
+phase "client tests (tests/clients/run.sh)" bash tests/clients/run.sh "$@"
