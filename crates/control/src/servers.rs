@@ -1081,6 +1081,7 @@ impl Control {
                 .await?,
             ),
             ServerAction::ResetState { state } => {
+                self.server_get(ctx, id).await?;
                 if !ctx.is_admin() {
                     return Err(Error::Forbidden("Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.".into()));
                 }
@@ -1334,12 +1335,13 @@ impl Control {
         ctx: &Context,
         id: ServerId,
     ) -> Result<(Server, nimbus_model::agent::Diagnostics)> {
+        // Nova loads the server before checking the policy: a foreign id is a 404.
+        let server = self.server_get(ctx, id).await?;
         if !ctx.is_admin() {
             return Err(Error::Forbidden(
                 "Policy doesn't allow os_compute_api:os-server-diagnostics to be performed.".into(),
             ));
         }
-        let server = self.server_get(ctx, id).await?;
         let host = server
             .host_id
             .ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;

@@ -221,6 +221,15 @@ impl Cloud {
     /// Create one server (2.1 body: no networks) and return its id.
     pub async fn server(&self, s: &Session, name: &str, image: &str, extra: Value) -> String {
         let mut server = json!({"name": name, "imageRef": image, "flavorRef": "1"});
+        let needs_networks = s
+            .microversion
+            .as_deref()
+            .and_then(|v| v.strip_prefix("2."))
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some_and(|m| m >= 37);
+        if needs_networks {
+            server["networks"] = json!("auto");
+        }
         if let Value::Object(m) = extra {
             for (k, v) in m {
                 server[k] = v;

@@ -22,3 +22,1048 @@ async fn create_reaches_active_and_delete_removes() {
     assert_eq!(st, StatusCode::NO_CONTENT);
     c.wait_gone(&c.admin, &id).await;
 }
+
+async fn active_server(c: &Cloud, s: &Session, name: &str) -> (String, String) {
+    let img = c.image(s, &format!("{name}-img"), b"bytes").await;
+    let id = c.server(s, name, &img, json!({})).await;
+    c.wait_status(s, &id, "ACTIVE").await;
+    (id, img)
+}
+
+fn actions_of(v: &serde_json::Value) -> Vec<String> {
+    v["instanceActions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn power_actions_walk_the_state_machine() {
+    // Slow actions so the transitional statuses are observable.
+    let c = Cloud::start_with(|cfg| cfg.fake.action_delay = std::time::Duration::from_millis(300))
+        .await;
+    let a = &c.admin;
+    let (id, _) = active_server(&c, a, "vm").await;
+    let (st, _) = c.action(a, &id, json!({"reboot": {"type": "SOFT"}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let s = c
+        .wait_for(a, &id, "REBOOT", |v| v["status"] == "REBOOT")
+        .await;
+    assert_eq!(s["OS-EXT-STS:task_state"], "rebooting");
+    // A second soft reboot while one runs: Nova's 409 naming the task state.
+    let (st, body) = c.action(a, &id, json!({"reboot": {"type": "SOFT"}})).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body["conflictingRequest"]["message"],
+        format!("Cannot 'reboot' instance {id} while it is in task_state rebooting")
+    );
+    c.wait_status(a, &id, "ACTIVE").await;
+    let (st, _) = c.action(a, &id, json!({"reboot": {"type": "HARD"}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    c.wait_for(a, &id, "HARD_REBOOT", |v| v["status"] == "HARD_REBOOT")
+        .await;
+    c.wait_status(a, &id, "ACTIVE").await;
+
+    assert_eq!(
+        c.action(a, &id, json!({"os-stop": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    let s = c.wait_status(a, &id, "SHUTOFF").await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 4);
+    let (st, body) = c.action(a, &id, json!({"os-stop": null})).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(
+        body["conflictingRequest"]["message"],
+        format!("Cannot 'stop' instance {id} while it is in vm_state stopped")
+    );
+    assert_eq!(
+        c.action(a, &id, json!({"os-start": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(a, &id, "ACTIVE").await;
+
+    assert_eq!(
+        c.action(a, &id, json!({"pause": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    let s = c.wait_status(a, &id, "PAUSED").await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 3);
+    assert_eq!(
+        c.action(a, &id, json!({"unpause": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(a, &id, "ACTIVE").await;
+    assert_eq!(
+        c.action(a, &id, json!({"suspend": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    let s = c.wait_status(a, &id, "SUSPENDED").await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 7);
+    assert_eq!(
+        c.action(a, &id, json!({"resume": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(a, &id, "ACTIVE").await;
+
+    // The action log has every action, newest first, with events.
+    let (st, v) = c
+        .get(
+            a,
+            &format!("/compute/v2.1/servers/{id}/os-instance-actions"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        actions_of(&v),
+        [
+            "resume", "suspend", "unpause", "pause", "start", "stop", "reboot", "reboot", "create"
+        ]
+    );
+    let req = v["instanceActions"][0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, v) = c
+        .get(
+            a,
+            &format!("/compute/v2.1/servers/{id}/os-instance-actions/{req}"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let ev = &v["instanceAction"]["events"][0];
+    assert_eq!(ev["event"], "compute_resume_instance");
+    assert_eq!(ev["result"], "Success");
+    assert!(ev["finish_time"].is_string());
+}
+
+#[tokio::test]
+async fn resize_rebuild_snapshot_console_password() {
+    let c = Cloud::start().await;
+    let a = &c.admin.mv("2.60");
+    let (id, img) = active_server(&c, a, "vm").await;
+    // Resize then confirm: the new flavor sticks.
+    assert_eq!(
+        c.action(a, &id, json!({"resize": {"flavorRef": "2"}}))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    let s = c.wait_status(a, &id, "VERIFY_RESIZE").await;
+    assert_eq!(s["flavor"]["original_name"], "m1.small");
+    assert_eq!(
+        c.action(a, &id, json!({"confirmResize": null})).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let s = c.wait_status(a, &id, "ACTIVE").await;
+    assert_eq!(s["flavor"]["original_name"], "m1.small");
+    // Resize then revert: back to the old flavor.
+    assert_eq!(
+        c.action(a, &id, json!({"resize": {"flavorRef": "3"}}))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(a, &id, "VERIFY_RESIZE").await;
+    assert_eq!(
+        c.action(a, &id, json!({"revertResize": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    let s = c.wait_status(a, &id, "ACTIVE").await;
+    assert_eq!(s["flavor"]["original_name"], "m1.small");
+    // Same flavor: 400.
+    let (st, body) = c
+        .action(a, &id, json!({"resize": {"flavorRef": "2"}}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    // Rebuild with another image; answers the server and a new admin password.
+    let img2 = c.image(a, "other", b"other bytes").await;
+    let (st, body) = c
+        .action(
+            a,
+            &id,
+            json!({"rebuild": {"imageRef": img2, "name": "rebuilt"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["server"]["name"], "rebuilt");
+    assert!(body["server"]["adminPass"].is_string());
+    let s = c.wait_status(a, &id, "ACTIVE").await;
+    assert_eq!(s["image"]["id"], img2);
+    assert_ne!(img, img2);
+    // Snapshot: a real image record that becomes active.
+    let (st, body) = c
+        .action(
+            a,
+            &id,
+            json!({"createImage": {"name": "snap", "metadata": {"k": "v"}}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{body}");
+    let snap = body["image_id"].as_str().unwrap().to_owned();
+    let ctx = c.ctx(a).await;
+    let snap_id: nimbus_model::ImageId = snap.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let img = c.control().image_get(&ctx, snap_id).await.unwrap();
+        if img.status == nimbus_model::image::ImageStatus::Active {
+            assert_eq!(img.properties["image_type"], "snapshot");
+            assert_eq!(img.properties["instance_uuid"], id.as_str());
+            assert_eq!(img.properties["k"], "v");
+            assert!(img.size.unwrap() > 0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "snapshot never became active"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    c.wait_status(a, &id, "ACTIVE").await;
+    // Console output: the fake guest's boot log, tail by lines.
+    let (st, body) = c
+        .action(a, &id, json!({"os-getConsoleOutput": {"length": 50}}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let out = body["output"].as_str().unwrap();
+    assert!(out.contains("GUEST-READY"), "{out}");
+    let (_, body) = c
+        .action(a, &id, json!({"os-getConsoleOutput": {"length": 1}}))
+        .await;
+    assert_eq!(body["output"].as_str().unwrap().lines().count(), 1);
+    assert_eq!(
+        c.action(a, &id, json!({"changePassword": {"adminPass": "n3w"}}))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(a, &id, "ACTIVE").await;
+    let (_, v) = c
+        .get(
+            a,
+            &format!("/compute/v2.1/servers/{id}/os-instance-actions"),
+        )
+        .await;
+    assert_eq!(
+        actions_of(&v),
+        [
+            "changePassword",
+            "createImage",
+            "rebuild",
+            "revertResize",
+            "resize",
+            "confirmResize",
+            "resize",
+            "create"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn locks_bind_members_not_admins() {
+    let c = Cloud::start().await;
+    let bob = c.new_member("bob").await.mv("2.73");
+    let (id, _) = active_server(&c, &bob, "vm").await;
+    assert_eq!(
+        c.action(&bob, &id, json!({"lock": {"locked_reason": "maintenance"}}))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    let (_, v) = c.get(&bob, &format!("/compute/v2.1/servers/{id}")).await;
+    assert_eq!(v["server"]["locked"], true);
+    assert_eq!(v["server"]["locked_reason"], "maintenance");
+    let (st, body) = c.action(&bob, &id, json!({"os-stop": null})).await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    assert_eq!(
+        body["conflictingRequest"]["message"],
+        format!("Instance {id} is locked")
+    );
+    assert_eq!(
+        c.delete(&bob, &format!("/compute/v2.1/servers/{id}"))
+            .await
+            .0,
+        StatusCode::CONFLICT
+    );
+    // locked_reason is a 2.73 field.
+    let (st, _) = c
+        .action(
+            &bob.mv("2.72"),
+            &id,
+            json!({"lock": {"locked_reason": "x"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // An admin is not bound by the lock.
+    assert_eq!(
+        c.action(&c.admin, &id, json!({"os-stop": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(&bob, &id, "SHUTOFF").await;
+    assert_eq!(
+        c.action(&bob, &id, json!({"unlock": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        c.action(&bob, &id, json!({"os-start": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(&bob, &id, "ACTIVE").await;
+}
+
+#[tokio::test]
+async fn injected_faults_reach_clients() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let img = c.image(a, "img", b"x").await;
+    // spawn: the build fails; the server is ERROR with a fault.
+    let id = c
+        .server(
+            a,
+            "bad",
+            &img,
+            json!({"metadata": {"nimbus:fault": "spawn"}}),
+        )
+        .await;
+    let s = c.wait_status(a, &id, "ERROR").await;
+    assert_eq!(s["fault"]["code"], 500);
+    assert!(
+        s["fault"]["message"].as_str().unwrap().contains("spawn"),
+        "{s}"
+    );
+    // A typo in the fault is a 400 at create, not a broken build.
+    let (st, body) = c
+        .post(a, "/compute/v2.1/servers", json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "metadata": {"nimbus:fault": "spwan"}}}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        body["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("spwan")
+    );
+    // crash-after: the guest dies on its own; the server becomes SHUTOFF with a record.
+    let id = c
+        .server(
+            a,
+            "crashy",
+            &img,
+            json!({"metadata": {"nimbus:fault": "crash-after:300ms"}}),
+        )
+        .await;
+    c.wait_status(a, &id, "ACTIVE").await;
+    let s = c.wait_status(a, &id, "SHUTOFF").await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 6, "crashed");
+    let (_, v) = c
+        .get(
+            a,
+            &format!("/compute/v2.1/servers/{id}/os-instance-actions"),
+        )
+        .await;
+    assert_eq!(actions_of(&v)[0], "stop");
+    // stall: stays in BUILD; delete still works.
+    let id = c
+        .server(
+            a,
+            "stuck",
+            &img,
+            json!({"metadata": {"nimbus:fault": "stall"}}),
+        )
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (_, v) = c.get(a, &format!("/compute/v2.1/servers/{id}")).await;
+    assert_eq!(v["server"]["status"], "BUILD");
+    assert_eq!(
+        c.delete(a, &format!("/compute/v2.1/servers/{id}")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    c.wait_gone(a, &id).await;
+    // reboot fault: the reboot fails and the server goes to ERROR (as Nova does).
+    let id = c
+        .server(
+            a,
+            "flaky",
+            &img,
+            json!({"metadata": {"nimbus:fault": "reboot"}}),
+        )
+        .await;
+    c.wait_status(a, &id, "ACTIVE").await;
+    assert_eq!(
+        c.action(a, &id, json!({"reboot": {"type": "HARD"}}))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(a, &id, "ERROR").await;
+}
+
+#[tokio::test]
+async fn ha_server_is_restarted_after_a_crash() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let img = c.image(a, "img", b"x").await;
+    let id = c
+        .server(
+            a,
+            "ha",
+            &img,
+            json!({"metadata": {"nimbus:fault": "crash-after:200ms"}}),
+        )
+        .await;
+    c.wait_status(a, &id, "ACTIVE").await;
+    let ctx = c.ctx(a).await;
+    let sid: nimbus_model::ServerId = id.parse().unwrap();
+    c.control()
+        .server_update(
+            &ctx,
+            sid,
+            nimbus_control::servers::ServerUpdate {
+                ha: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // It crashes, is stopped, and the HA reconciler starts it again.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, v) = c
+            .get(
+                a,
+                &format!("/compute/v2.1/servers/{id}/os-instance-actions"),
+            )
+            .await;
+        let acts = actions_of(&v);
+        if acts.first().map(String::as_str) == Some("start") && acts.contains(&"stop".to_owned()) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "HA restart never happened: {acts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn views_follow_the_microversion() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let (id, _) = active_server(&c, a, "vm").await;
+    let show = |v: &'static str| {
+        let c = &c;
+        let id = id.clone();
+        async move {
+            c.get(&c.admin.mv(v), &format!("/compute/v2.1/servers/{id}"))
+                .await
+                .1["server"]
+                .clone()
+        }
+    };
+    let s = c.get(a, &format!("/compute/v2.1/servers/{id}")).await.1["server"].clone();
+    assert_eq!(s["flavor"]["id"], "1");
+    assert!(s.get("locked").is_none() && s.get("description").is_none() && s.get("tags").is_none());
+    assert!(
+        s.get("OS-EXT-SRV-ATTR:hostname").is_none(),
+        "hostname is a 2.3 field"
+    );
+    let s = show("2.3").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:hostname"], "vm");
+    let s = show("2.26").await;
+    assert_eq!(s["locked"], false);
+    assert!(s["description"].is_null());
+    assert_eq!(s["tags"], json!([]));
+    let s = show("2.47").await;
+    assert_eq!(s["flavor"]["original_name"], "m1.tiny");
+    assert_eq!(s["flavor"]["vcpus"], 1);
+    assert!(s["flavor"].get("id").is_none());
+    let s = show("2.96").await;
+    assert!(s.get("trusted_image_certificates").is_some());
+    assert_eq!(s["server_groups"], json!([]));
+    assert!(s["locked_reason"].is_null());
+    assert!(s.get("pinned_availability_zone").is_some());
+    // Headers: echo and Vary, both spellings; legacy header alone works.
+    let r = c
+        .req(
+            &c.admin.mv("2.53"),
+            reqwest::Method::GET,
+            "/compute/v2.1/servers",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["openstack-api-version"], "compute 2.53");
+    assert_eq!(r.headers()["x-openstack-nova-api-version"], "2.53");
+    let vary: Vec<_> = r
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(vary.iter().any(|v| v.contains("OpenStack-API-Version")));
+    let r = c
+        .req(a, reqwest::Method::GET, "/compute/v2.1/servers")
+        .header("X-OpenStack-Nova-API-Version", "2.10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-openstack-nova-api-version"], "2.10");
+    let r = c
+        .req(a, reqwest::Method::GET, "/compute/v2.1/servers")
+        .header("OpenStack-API-Version", "compute latest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["openstack-api-version"], "compute 2.96");
+    let (st, body) = c.get(&c.admin.mv("2.97"), "/compute/v2.1/servers").await;
+    assert_eq!(st, StatusCode::NOT_ACCEPTABLE, "{body}");
+    assert!(
+        body["computeFault"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2.97")
+    );
+    // Project-id URLs and /v2.1 aliases reach the same server, with links echoing the form.
+    let (st, v) = c
+        .get(a, &format!("/v2.1/{}/servers/{id}", a.project_id))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        v["server"]["links"][0]["href"],
+        format!("{}/v2.1/{}/servers/{id}", c.url, a.project_id)
+    );
+    assert_eq!(
+        c.get(a, &format!("/v2.1/servers/{id}")).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn listing_filters_sorting_and_paging() {
+    let c = Cloud::start().await;
+    let a = &c.admin.mv("2.26");
+    let img = c.image(a, "img", b"x").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = c
+            .server(
+                a,
+                &format!("web-{i}"),
+                &img,
+                json!({"metadata": {"role": "web"}}),
+            )
+            .await;
+        ids.push(id);
+    }
+    let db = c.server(a, "db-0", &img, json!({})).await;
+    for id in ids.iter().chain([&db]) {
+        c.wait_status(a, id, "ACTIVE").await;
+    }
+    let (st, v) = c
+        .put(
+            a,
+            &format!("/compute/v2.1/servers/{db}/tags"),
+            json!({"tags": ["prod", "db"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, v) = c
+        .get(
+            a,
+            "/compute/v2.1/servers?name=^web-[0-2]$&sort_key=display_name&sort_dir=asc",
+        )
+        .await;
+    assert_eq!(names(&v), ["web-0", "web-1", "web-2"]);
+    let (_, v) = c.get(a, "/compute/v2.1/servers?tags=prod").await;
+    assert_eq!(names(&v), ["db-0"]);
+    let (_, v) = c
+        .get(a, "/compute/v2.1/servers/detail?status=ACTIVE&limit=100")
+        .await;
+    assert_eq!(names(&v).len(), 6);
+    // An unknown status: an empty list before 2.38, a 400 from 2.38.
+    let (st, v) = c.get(a, "/compute/v2.1/servers?status=NOPE").await;
+    assert_eq!((st, names(&v).len()), (StatusCode::OK, 0));
+    let (st, _) = c
+        .get(&a.mv("2.38"), "/compute/v2.1/servers?status=NOPE")
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // Paging: follow servers_links to the end, no duplicates, nothing missing.
+    let mut seen = Vec::new();
+    let mut next = Some(format!(
+        "{}/compute/v2.1/servers/detail?limit=2&sort_key=display_name&sort_dir=asc",
+        c.url
+    ));
+    while let Some(url) = next {
+        let v: serde_json::Value = c
+            .http
+            .get(&url)
+            .header("X-Auth-Token", &a.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.extend(names(&v));
+        next = v["servers_links"][0]["href"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, ["db-0", "web-0", "web-1", "web-2", "web-3", "web-4"]);
+    // changes-since includes deleted servers (>=), normal listing hides them.
+    // changes-since has second precision: let a second pass so only what follows counts.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let t0 = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    c.delete(a, &format!("/compute/v2.1/servers/{}", ids[0]))
+        .await;
+    c.wait_gone(a, &ids[0]).await;
+    let (_, v) = c
+        .get(
+            a,
+            &format!("/compute/v2.1/servers/detail?changes-since={t0}"),
+        )
+        .await;
+    let changed: Vec<(String, String)> = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(changed, [("web-0".to_owned(), "DELETED".to_owned())]);
+    let (_, v) = c.get(a, "/compute/v2.1/servers").await;
+    assert!(!names(&v).contains(&"web-0".to_owned()));
+    // A second project sees none of these; all_tenants is for admins only.
+    let bob = c.new_member("bob").await;
+    let (_, v) = c.get(&bob, "/compute/v2.1/servers?all_tenants=1").await;
+    assert_eq!(names(&v).len(), 0);
+    let (_, v) = c.get(&c.admin, "/compute/v2.1/servers?all_tenants=1").await;
+    assert_eq!(names(&v).len(), 5);
+    assert_eq!(
+        c.get(&bob, &format!("/compute/v2.1/servers/{db}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.delete(&bob, &format!("/compute/v2.1/servers/{db}"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (st, _) = c
+        .get(
+            a,
+            "/compute/v2.1/servers?marker=00000000-0000-0000-0000-000000000000",
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn metadata_and_tags_calls() {
+    let c = Cloud::start().await;
+    let a = &c.admin.mv("2.26");
+    let (id, _) = active_server(&c, a, "vm").await;
+    let p = format!("/compute/v2.1/servers/{id}/metadata");
+    let (st, v) = c
+        .put(a, &p, json!({"metadata": {"a": "1", "b": "2"}}))
+        .await;
+    assert_eq!(
+        (st, v["metadata"].clone()),
+        (StatusCode::OK, json!({"a": "1", "b": "2"}))
+    );
+    let (_, v) = c.post(a, &p, json!({"metadata": {"c": "3"}})).await;
+    assert_eq!(v["metadata"], json!({"a": "1", "b": "2", "c": "3"}));
+    let (_, v) = c.get(a, &format!("{p}/b")).await;
+    assert_eq!(v, json!({"meta": {"b": "2"}}));
+    let (st, v) = c
+        .put(a, &format!("{p}/b"), json!({"meta": {"b": "20"}}))
+        .await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"meta": {"b": "20"}})));
+    let (st, _) = c
+        .put(a, &format!("{p}/b"), json!({"meta": {"x": "1"}}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "body and URI mismatch");
+    assert_eq!(
+        c.delete(a, &format!("{p}/a")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.delete(a, &format!("{p}/a")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, v) = c.get(a, &p).await;
+    assert_eq!(v["metadata"], json!({"b": "20", "c": "3"}));
+    let (_, v) = c.put(a, &p, json!({"metadata": {}})).await;
+    assert_eq!(v["metadata"], json!({}));
+    // Over the metadata_items quota (128): 403.
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..129).map(|i| (format!("k{i}"), json!("v"))).collect();
+    assert_eq!(
+        c.put(a, &p, json!({"metadata": many})).await.0,
+        StatusCode::FORBIDDEN
+    );
+    // Tags.
+    let t = format!("/compute/v2.1/servers/{id}/tags");
+    assert_eq!(
+        c.put(a, &format!("{t}/blue"), json!(null)).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        c.put(a, &format!("{t}/blue"), json!(null)).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.get(a, &format!("{t}/blue")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(c.get(a, &format!("{t}/red")).await.0, StatusCode::NOT_FOUND);
+    let (_, v) = c.put(a, &t, json!({"tags": ["x", "y", "x"]})).await;
+    assert_eq!(v["tags"], json!(["x", "y"]));
+    assert_eq!(
+        c.put(a, &t, json!({"tags": ["a/b"]})).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(c.delete(a, &t).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(c.get(a, &t).await.1["tags"], json!([]));
+    // Before 2.26 the tags API does not exist.
+    assert_eq!(c.get(&c.admin, &t).await.0, StatusCode::NOT_FOUND);
+    // Update (PUT) the name and description.
+    let (st, v) = c
+        .put(
+            &c.admin.mv("2.19"),
+            &format!("/compute/v2.1/servers/{id}"),
+            json!({"server": {"name": "renamed", "description": "d"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["server"]["name"].clone(),
+            v["server"]["description"].clone()
+        ),
+        (json!("renamed"), json!("d"))
+    );
+    let (st, _) = c
+        .put(
+            &c.admin,
+            &format!("/compute/v2.1/servers/{id}"),
+            json!({"server": {"description": "d"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "description is a 2.19 field");
+}
+
+#[tokio::test]
+async fn bad_input_gets_nova_faults() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let img = c.image(a, "img", b"x").await;
+    let send_raw = |body: &'static str| {
+        c.req(a, reqwest::Method::POST, "/compute/v2.1/servers")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = send_raw("{\"server\": ").await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["badRequest"]["code"], 400);
+    let cases = [
+        (
+            json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "bogus": 1}}),
+            "bogus",
+        ),
+        (
+            json!({"server": {"name": 5, "imageRef": img, "flavorRef": "1"}}),
+            "server.name",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": img}}),
+            "flavorRef",
+        ),
+        (
+            json!({"server": {"name": "", "imageRef": img, "flavorRef": "1"}}),
+            "name",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": "not-a-uuid", "flavorRef": "1"}}),
+            "imageRef",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": img, "flavorRef": "999"}}),
+            "999",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "min_count": 0}}),
+            "min_count",
+        ),
+        (
+            json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "user_data": "%%%"}}),
+            "base 64",
+        ),
+        (json!({"nope": {}}), "server"),
+    ];
+    for (body, needle) in cases {
+        let (st, v) = c.post(a, "/compute/v2.1/servers", body.clone()).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body} -> {v}");
+        let msg = v["badRequest"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(needle),
+            "{body}: '{msg}' should mention {needle}"
+        );
+    }
+    // networks is required from 2.37.
+    let (st, v) = c
+        .post(
+            &a.mv("2.37"),
+            "/compute/v2.1/servers",
+            json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        v["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("networks")
+    );
+    let (st, _) = c
+        .post(
+            &a.mv("2.37"),
+            "/compute/v2.1/servers",
+            json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "networks": "none"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    // Oversized body: 413 overLimit.
+    let big = json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "metadata": {"k": "v".repeat(2 * 1024 * 1024)}}});
+    let (st, v) = c.post(a, "/compute/v2.1/servers", big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["overLimit"]["code"], 413);
+    // Unknown server ids: 404 itemNotFound, also for garbage.
+    for id in ["00000000-0000-0000-0000-000000000000", "garbage"] {
+        let (st, v) = c.get(a, &format!("/compute/v2.1/servers/{id}")).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        assert_eq!(v["itemNotFound"]["code"], 404);
+    }
+    let (id, _) = active_server(&c, a, "vm").await;
+    let (st, v) = c.action(a, &id, json!({"explode": null})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        v["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("explode")
+    );
+    let (st, _) = c
+        .action(a, &id, json!({"reboot": {"type": "GENTLE"}}))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = c.action(a, &id, json!({"shelve": null})).await;
+    assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+    // Wrong method: 405 with Nova's fault.
+    let (st, v) = c
+        .call(
+            a,
+            reqwest::Method::PATCH,
+            &format!("/compute/v2.1/servers/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(v["badMethod"]["code"], 405);
+    // Unknown URL: 404.
+    assert_eq!(
+        c.get(a, "/compute/v2.1/no-such-thing").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Admin-only calls by a member: 403.
+    let bob = c.new_member("bob").await;
+    let (st, v) = c
+        .get(&bob, &format!("/compute/v2.1/servers/{id}/diagnostics"))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "foreign server first: {v}");
+    let (bid, _) = active_server(&c, &bob, "bobs").await;
+    let (st, v) = c
+        .get(&bob, &format!("/compute/v2.1/servers/{bid}/diagnostics"))
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(
+        c.action(&bob, &bid, json!({"os-resetState": {"state": "error"}}))
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        c.post(
+            &bob,
+            "/compute/v2.1/flavors",
+            json!({"flavor": {"name": "f", "ram": 1, "vcpus": 1, "disk": 0}})
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // Admin diagnostics work (2.48 standardized shape).
+    let (st, v) = c
+        .get(
+            &c.admin.mv("2.48"),
+            &format!("/compute/v2.1/servers/{bid}/diagnostics"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["driver"], "fake");
+    assert_eq!(v["num_cpus"], 1);
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_overcommit() {
+    // One host that fits exactly 50 m1.tiny servers (1 vCPU each, no overcommit).
+    let c = Cloud::start_with(|cfg| {
+        cfg.fake.vcpus = 50;
+        cfg.fake.ram_mb = 1_000_000;
+        cfg.host.cpu_allocation_ratio = 1.0;
+        cfg.host.ram_allocation_ratio = 1.0;
+        cfg.control
+            .default_quota
+            .limits
+            .insert("instances".into(), -1);
+        cfg.control.default_quota.limits.insert("cores".into(), -1);
+        cfg.control.default_quota.limits.insert("ram".into(), -1);
+    })
+    .await;
+    let a = &c.admin;
+    let img = c.image(a, "img", b"x").await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let http = c.http.clone();
+        let url = c.url.clone();
+        let token = a.token.clone();
+        let img = img.clone();
+        tasks.push(tokio::spawn(async move {
+            let body =
+                json!({"server": {"name": format!("s{i}"), "imageRef": img, "flavorRef": "1"}});
+            let r = http
+                .post(format!("{url}/compute/v2.1/servers"))
+                .header("X-Auth-Token", token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["server"]["id"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    assert_eq!(ids.len(), 200);
+    let (mut active, mut error) = (0, 0);
+    for id in &ids {
+        let s = c
+            .wait_for(a, id, "a final state", |v| {
+                matches!(v["status"].as_str(), Some("ACTIVE" | "ERROR"))
+                    && v["OS-EXT-STS:task_state"].is_null()
+            })
+            .await;
+        if s["status"] == "ACTIVE" {
+            active += 1;
+        } else {
+            assert!(
+                s["fault"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("No valid host"),
+                "{s}"
+            );
+            error += 1;
+        }
+    }
+    assert_eq!((active, error), (50, 150));
+    let (_, v) = c.get(a, "/compute/v2.1/servers/detail?limit=1000").await;
+    assert_eq!(v["servers"].as_array().unwrap().len(), 200, "nothing lost");
+}
+
+#[tokio::test]
+async fn restart_resumes_operations_in_flight() {
+    let c = Cloud::start_with(|cfg| {
+        cfg.fake.spawn_delay = std::time::Duration::from_millis(1500);
+        cfg.fake.action_delay = std::time::Duration::from_millis(800);
+        cfg.control
+            .default_quota
+            .limits
+            .insert("instances".into(), 50);
+    })
+    .await;
+    let a = c.admin.clone();
+    let img = c.image(&a, "img", b"x").await;
+    let mut building = Vec::new();
+    for i in 0..5 {
+        building.push(c.server(&a, &format!("b{i}"), &img, json!({})).await);
+    }
+    // One server to reboot and one to delete while the service goes down.
+    let settled = c.server(&a, "settled", &img, json!({})).await;
+    let doomed = c.server(&a, "doomed", &img, json!({})).await;
+    c.wait_status(&a, &settled, "ACTIVE").await;
+    c.wait_status(&a, &doomed, "ACTIVE").await;
+    let mut more = Vec::new();
+    for i in 0..5 {
+        more.push(c.server(&a, &format!("late{i}"), &img, json!({})).await);
+    }
+    assert_eq!(
+        c.action(&a, &settled, json!({"reboot": {"type": "HARD"}}))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        c.delete(&a, &format!("/compute/v2.1/servers/{doomed}"))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    // Down mid-flight.
+    let c = c.restart().await;
+    let a = c.admin.clone();
+    for id in more.iter() {
+        c.wait_status(&a, id, "ACTIVE").await;
+    }
+    for id in &building {
+        c.wait_status(&a, id, "ACTIVE").await;
+    }
+    c.wait_status(&a, &settled, "ACTIVE").await;
+    c.wait_gone(&a, &doomed).await;
+    // Nothing is left pending or running (the engine records an operation's end just after
+    // the server state it wrote, so give it a moment).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let ops = c.control().store().operations_open().await.unwrap();
+        if ops.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "operations left open: {ops:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The adopted servers still answer actions after the restart.
+    assert_eq!(
+        c.action(&a, &settled, json!({"os-stop": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(&a, &settled, "SHUTOFF").await;
+}
