@@ -40,8 +40,14 @@ def pytest_sessionfinish(session, exitstatus):
     # features that are not there yet are deselected explicitly instead (run.sh,
     # NIMBUS_CLIENT_PENDING), which pytest reports as "deselected".
     if _skipped and session.exitstatus == 0:
-        sys.stderr.write("\nskipped tests are not allowed here: " + ", ".join(_skipped) + "\n")
         session.exitstatus = 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _skipped:
+        terminalreporter.write_line(
+            "FAILED: skipped tests are not allowed here: " + ", ".join(_skipped), red=True
+        )
 
 
 class Nimbus:
