@@ -61,7 +61,7 @@ class Nimbus:
         if not binary or not os.access(binary, os.X_OK):
             raise RuntimeError(f"NIMBUS_BIN={binary!r} is not an executable nimbus binary")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NIMBUS_", "OS_"))}
-        env["NIMBUS_LOG"] = "info,tower_http=debug"
+        env["NIMBUS_LOG"] = "info"
         self._log = open(self.log_path, "wb")
         # cwd is the temp dir: nimbus also writes ./clouds.yaml there, not in the repo.
         self.proc = subprocess.Popen(
@@ -105,8 +105,11 @@ class Nimbus:
         self.url = self.auth_url.rsplit("/identity", 1)[0]
         self.region = cloud["region_name"]
         self.admin_password = self.auth["password"]
-        printed = re.search(r"generated password: (\S+)", self.log())
-        assert printed, f"nimbus did not print the generated admin password:\n{self.log()}"
+        # clouds.yaml is written just before the banner is printed: wait for the banner.
+        while not (printed := re.search(r"generated password: (\S+)", self.log())):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"nimbus did not print the generated admin password:\n{self.log()}")
+            time.sleep(0.05)
         assert printed.group(1) == self.admin_password, "printed and written passwords differ"
         while True:
             try:
@@ -165,9 +168,10 @@ def _show_log_on_failure(request, nimbus):
     start = len(nimbus.log())
     yield
     rep = getattr(request.node, "rep_call", None)
-    if rep is not None and rep.failed:
+    during = nimbus.log()[start:]
+    if rep is not None and rep.failed and during.strip():
         sys.stderr.write(f"\n---- nimbus log during {request.node.name} ----\n")
-        sys.stderr.write(nimbus.log()[start:][-8000:])
+        sys.stderr.write(during[-8000:])
 
 
 @pytest.hookimpl(hookwrapper=True)

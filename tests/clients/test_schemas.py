@@ -98,6 +98,17 @@ def supported(v, max_mv):
     return vt(v) <= max_mv
 
 
+def wait_deleted(servers, sid):
+    def gone():
+        try:
+            servers.show_server(sid)
+            return False
+        except exceptions.NotFound:
+            return True
+
+    wait_for(f"server {sid} to be deleted", gone)
+
+
 def refused(fn, v):
     """A microversion above our maximum: Nimbus answers 406 (tempest's NotAcceptable)."""
     with microversion(v), pytest.raises(exceptions.NotAcceptable):
@@ -185,7 +196,7 @@ def schema_servers(clients, cirros):
     for sid in (ok["id"], bad["id"]):
         s.delete_server(sid)
     for sid in (ok["id"], bad["id"]):
-        s.wait_for_resource_deletion(sid)
+        wait_deleted(s, sid)
 
 
 @pytest.mark.glance
@@ -251,7 +262,7 @@ def test_server_create_action_delete(clients, max_mv, cirros, mv):
             s.get_console_output(sid, length=10)
         finally:
             s.delete_server(sid)
-        s.wait_for_resource_deletion(sid)
+        wait_deleted(s, sid)
 
 
 # ---------------------------------------------------------------- keypairs

@@ -70,15 +70,20 @@ def test_server_lifecycle(sdk, cirros):
     sdk.compute.delete_server_metadata(srv, ["a"])
     assert sdk.compute.get_server(srv.id).metadata == {"b": "2"}
 
+    # wait_for_server returns at once if the object it is given already has the status,
+    # so hand it the server as it is right after each action.
     sdk.compute.reboot_server(srv, "SOFT")
-    assert sdk.compute.get_server(srv.id).status == "REBOOT"
-    sdk.compute.wait_for_server(srv, status="ACTIVE", wait=60, interval=0.2)
+    rebooting = sdk.compute.get_server(srv.id)
+    assert rebooting.status == "REBOOT" and rebooting.task_state == "rebooting", rebooting
+    sdk.compute.wait_for_server(rebooting, status="ACTIVE", wait=60, interval=0.2)
 
     sdk.compute.stop_server(srv)
-    sdk.compute.wait_for_server(srv, status="SHUTOFF", wait=60, interval=0.2)
-    assert sdk.compute.get_server(srv.id).power_state == 4
+    stopping = sdk.compute.get_server(srv.id)
+    assert stopping.task_state == "powering-off", stopping
+    stopped = sdk.compute.wait_for_server(stopping, status="SHUTOFF", wait=60, interval=0.2)
+    assert stopped.power_state == 4 and stopped.vm_state == "stopped", stopped
     sdk.compute.start_server(srv)
-    sdk.compute.wait_for_server(srv, status="ACTIVE", wait=60, interval=0.2)
+    sdk.compute.wait_for_server(sdk.compute.get_server(srv.id), status="ACTIVE", wait=60, interval=0.2)
 
     actions = [a.action for a in sdk.compute.server_actions(srv)]
     assert {"create", "reboot", "stop", "start"} <= set(actions), actions
