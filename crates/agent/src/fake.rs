@@ -12,7 +12,7 @@ use crate::hypervisor::{Hypervisor, SnapshotFile};
 use async_trait::async_trait;
 use nimbus_model::agent::{
     AgentEvent, CpuDetail, Diagnostics, DiskDetail, EventSink, HostInfo, InstanceSpec,
-    MemoryDetails, NicDetail, VncConsole,
+    MemoryDetails, NicDetail, NicSpec, VncConsole,
 };
 use nimbus_model::state::PowerState;
 use nimbus_model::{Error, ImageId, Result, ServerId};
@@ -118,6 +118,42 @@ struct Vm {
     destroyed: bool,
     /// The shape before a resize, until confirmed or reverted.
     old_shape: Option<(u32, u64)>,
+}
+
+/// A synthetic but plausible workload: per-server phase, slowly varying rates. Counters
+/// are closed-form integrals of the rates, so they are deterministic in uptime and never
+/// go backwards.
+struct Workload {
+    phase: f64,
+}
+
+impl Workload {
+    fn of(id: ServerId) -> Self {
+        Workload {
+            phase: id.0.as_bytes()[0] as f64 / 255.0 * std::f64::consts::TAU,
+        }
+    }
+
+    /// Busy fraction of each vCPU at time `t` (between 4 % and 20 %).
+    fn cpu_fraction(&self, t: f64) -> f64 {
+        0.12 + 0.08 * (t / 60.0 + self.phase).sin()
+    }
+
+    /// CPU seconds per vCPU since boot: ∫ cpu_fraction.
+    fn cpu_seconds(&self, t: f64) -> f64 {
+        0.12 * t - 0.08 * 60.0 * ((t / 60.0 + self.phase).cos() - self.phase.cos())
+    }
+
+    /// Bytes received since boot at 5–35 kB/s.
+    fn rx_bytes(&self, t: f64) -> f64 {
+        20_000.0 * t - 15_000.0 * 45.0 * ((t / 45.0 + self.phase).cos() - self.phase.cos())
+    }
+
+    /// Bytes written since boot at 2–14 kB/s.
+    fn disk_write_bytes(&self, t: f64) -> f64 {
+        131_072.0 + 8_000.0 * t
+            - 6_000.0 * 90.0 * ((t / 90.0 + self.phase).cos() - self.phase.cos())
+    }
 }
 
 /// The fake hypervisor.
@@ -524,38 +560,42 @@ impl Hypervisor for FakeDriver {
     async fn diagnostics(&self, id: ServerId) -> Result<Diagnostics> {
         self.with_vm(id, |vm| {
             let running = vm.power == PowerState::Running;
-            let uptime = if running {
-                vm.booted_at.elapsed().as_secs()
+            let t = if running {
+                vm.booted_at.elapsed().as_secs_f64()
             } else {
-                0
+                0.0
             };
-            // Synthetic, deterministic in uptime: a guest idling at ~5 % of each vCPU.
-            let cpu_ns = uptime * 50_000_000;
+            let w = Workload::of(id);
+            let cpu_ns = (w.cpu_seconds(t) * 1e9) as u64;
+            let rx = w.rx_bytes(t) as u64;
+            let written = w.disk_write_bytes(t) as u64;
+            let used = vm.ram_mb / 4
+                + (vm.ram_mb as f64 / 8.0 * (1.0 + (t / 300.0 + w.phase).sin()) / 2.0) as u64;
             Ok(Diagnostics {
                 state: if running { "running" } else { "shutdown" }.into(),
                 driver: "fake".into(),
                 hypervisor: "fake".into(),
                 hypervisor_os: "linux".into(),
-                uptime,
+                uptime: t as u64,
                 num_cpus: vm.vcpus,
                 num_disks: 1,
                 num_nics: vm.macs.len() as u32,
                 memory_details: MemoryDetails {
                     maximum: vm.ram_mb,
-                    used: vm.ram_mb / 4,
+                    used: if running { used } else { 0 },
                 },
                 cpu_details: (0..vm.vcpus)
                     .map(|i| CpuDetail {
                         id: i,
                         time: cpu_ns,
-                        utilisation: Some(5),
+                        utilisation: Some((w.cpu_fraction(t) * 100.0).round() as u32),
                     })
                     .collect(),
                 disk_details: vec![DiskDetail {
-                    read_bytes: 262_144 + uptime * 4096,
-                    read_requests: 64 + uptime,
-                    write_bytes: 131_072 + uptime * 2048,
-                    write_requests: 32 + uptime / 2,
+                    read_bytes: 262_144 + written / 3,
+                    read_requests: 64 + written / 3 / 4096,
+                    write_bytes: written,
+                    write_requests: written / 4096,
                     errors_count: 0,
                 }],
                 nic_details: vm
@@ -563,10 +603,10 @@ impl Hypervisor for FakeDriver {
                     .iter()
                     .map(|mac| NicDetail {
                         mac_address: mac.clone(),
-                        rx_octets: 2048 + uptime * 512,
-                        rx_packets: 16 + uptime * 4,
-                        tx_octets: 1024 + uptime * 256,
-                        tx_packets: 8 + uptime * 2,
+                        rx_octets: rx,
+                        rx_packets: rx / 600,
+                        tx_octets: rx / 2,
+                        tx_packets: rx / 1200,
                         rx_rate: None,
                         tx_rate: None,
                         ..Default::default()
@@ -603,6 +643,37 @@ impl Hypervisor for FakeDriver {
             old_shape: None,
         });
         Ok(vm.power)
+    }
+
+    async fn attach_nic(&self, id: ServerId, nic: &NicSpec) -> Result<()> {
+        self.pause_for(self.config.action_delay).await;
+        self.with_vm(id, |vm| {
+            if !vm.macs.contains(&nic.mac) {
+                vm.macs.push(nic.mac.clone());
+                vm.console.push(format!(
+                    "[ nimbus ] eth{}: link up ({})",
+                    vm.macs.len() - 1,
+                    nic.mac
+                ));
+            }
+            Ok(())
+        })
+    }
+
+    async fn detach_nic(&self, id: ServerId, mac: &str) -> Result<()> {
+        self.pause_for(self.config.action_delay).await;
+        self.with_vm(id, |vm| {
+            vm.macs.retain(|m| m != mac);
+            Ok(())
+        })
+    }
+
+    async fn set_firewall(&self, id: ServerId, mac: &str, profile: &str) -> Result<()> {
+        self.with_vm(id, |vm| {
+            vm.console
+                .push(format!("[ nimbus ] firewall {profile} on {mac}"));
+            Ok(())
+        })
     }
 
     async fn list_instances(&self) -> Result<Vec<(ServerId, PowerState)>> {
@@ -682,6 +753,26 @@ mod tests {
                 .join(format!("nimbus-fake-test-{}", uuid::Uuid::new_v4())),
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn workload_counters_are_monotonic_and_rates_bounded() {
+        let w = Workload::of(ServerId::new());
+        let mut last = (0.0, 0.0, 0.0);
+        for i in 1..2000 {
+            let t = i as f64 * 0.5;
+            let now = (w.cpu_seconds(t), w.rx_bytes(t), w.disk_write_bytes(t));
+            assert!(
+                now.0 >= last.0 && now.1 >= last.1 && now.2 >= last.2,
+                "t={t}"
+            );
+            let cpu_rate = (now.0 - last.0) / 0.5;
+            assert!(
+                (0.03..=0.21).contains(&cpu_rate),
+                "cpu rate {cpu_rate} at {t}"
+            );
+            last = now;
+        }
     }
 
     #[tokio::test]

@@ -6,9 +6,9 @@
 //! return the power state observed when the action finished.
 
 use async_trait::async_trait;
-use nimbus_model::agent::{Diagnostics, EventSink, HostInfo, InstanceSpec, VncConsole};
+use nimbus_model::agent::{Diagnostics, EventSink, HostInfo, InstanceSpec, NicSpec, VncConsole};
 use nimbus_model::state::PowerState;
-use nimbus_model::{ImageId, Result, ServerId};
+use nimbus_model::{Error, ImageId, Result, ServerId};
 use std::sync::Arc;
 
 /// A finished disk snapshot, ready for the controller to import as an image.
@@ -45,4 +45,25 @@ pub trait Hypervisor: Send + Sync {
     /// Take back a server this host should have but does not know (see
     /// `AgentRequest::Adopt`); returns the power state it now has.
     async fn adopt(&self, spec: &InstanceSpec, power_state: PowerState) -> Result<PowerState>;
+
+    /// Plug a NIC into a server (hot-plug when it runs). Drivers without network support
+    /// say so instead of pretending.
+    async fn attach_nic(&self, _id: ServerId, _nic: &NicSpec) -> Result<()> {
+        Err(Error::NotImplemented(
+            "This hypervisor driver cannot attach network interfaces.".into(),
+        ))
+    }
+
+    async fn detach_nic(&self, _id: ServerId, _mac: &str) -> Result<()> {
+        Err(Error::NotImplemented(
+            "This hypervisor driver cannot detach network interfaces.".into(),
+        ))
+    }
+
+    /// Apply a firewall profile (ENABLED, DISABLED, PROTECTED) to a NIC's traffic.
+    async fn set_firewall(&self, _id: ServerId, _mac: &str, _profile: &str) -> Result<()> {
+        Err(Error::NotImplemented(
+            "This hypervisor driver cannot enforce firewall profiles.".into(),
+        ))
+    }
 }

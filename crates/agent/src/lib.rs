@@ -85,6 +85,22 @@ impl Agent {
                 AgentReply::Done
             }
             AgentRequest::Adopt { spec, power_state } => power(d.adopt(&spec, power_state).await?),
+            AgentRequest::AttachNic { server_id, nic } => {
+                d.attach_nic(server_id, &nic).await?;
+                AgentReply::Done
+            }
+            AgentRequest::DetachNic { server_id, mac } => {
+                d.detach_nic(server_id, &mac).await?;
+                AgentReply::Done
+            }
+            AgentRequest::SetFirewall {
+                server_id,
+                mac,
+                profile,
+            } => {
+                d.set_firewall(server_id, &mac, &profile).await?;
+                AgentReply::Done
+            }
             AgentRequest::ListInstances => AgentReply::Instances {
                 instances: d.list_instances().await?,
             },

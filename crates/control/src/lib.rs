@@ -13,11 +13,14 @@ pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod keypairs;
+pub mod networks;
 pub mod quotas;
 pub mod reconcile;
 pub mod scheduler;
 pub mod server_groups;
 pub mod servers;
+pub mod stats;
+pub mod volumes;
 
 use nimbus_model::quota::QuotaSet;
 use nimbus_model::server::Server;
@@ -57,6 +60,16 @@ pub struct Config {
     pub default_availability_zone: String,
     /// Generate an admin password for new servers (Nova `enable_instance_password`).
     pub enable_instance_password: bool,
+    /// IPv4 pool of the public network every server joins.
+    pub public_cidr: String,
+    /// IPv6 prefix of the public network (EUI-64 addresses), if any.
+    pub public_cidr6: Option<String>,
+    /// How often running servers' counters are sampled.
+    pub stats_period: Duration,
+    /// How long samples are kept.
+    pub stats_retention: Duration,
+    /// Capacity of the `default` storage pool created on first start.
+    pub default_pool_gb: u64,
 }
 
 impl Default for Config {
@@ -76,6 +89,11 @@ impl Default for Config {
             service_down_time: Duration::from_secs(60),
             default_availability_zone: "nova".into(),
             enable_instance_password: true,
+            public_cidr: "10.0.0.0/16".into(),
+            public_cidr6: Some("fd00:6e69:6d62::/64".into()),
+            stats_period: Duration::from_secs(10),
+            stats_retention: Duration::from_secs(6 * 3600),
+            default_pool_gb: 1000,
         }
     }
 }
@@ -126,6 +144,9 @@ impl Control {
     /// Start the engine (resuming operations a previous process left unfinished) and the
     /// reconcilers.
     pub async fn start(&self) -> Result<()> {
+        self.ensure_public_network().await?;
+        self.ensure_default_pool().await?;
+        self.activate_pending_networks().await?;
         self.engine_start().await?;
         reconcile::spawn_all(self.clone());
         Ok(())

@@ -30,9 +30,14 @@ pub(crate) fn spawn_all(control: Control) {
     spawn_every(control.clone(), "reclaim", Duration::from_secs(30), |c| {
         Box::pin(async move { c.reclaim_soft_deleted().await })
     });
+    let period = control.stats_period();
+    spawn_every(control.clone(), "stats", period, |c| {
+        Box::pin(async move { c.sample_all().await })
+    });
     spawn_every(control, "purge", Duration::from_secs(3600), |c| {
         Box::pin(async move {
             c.purge_tokens().await?;
+            c.purge_samples().await?;
             let keep = chrono::Duration::from_std(c.config().deleted_retention).unwrap_or_default();
             c.store().servers_purge(now() - keep).await?;
             Ok(())

@@ -77,7 +77,10 @@ pub struct ServerCreate {
     pub hostname: Option<String>,
     pub server_group: Option<ServerGroupId>,
     pub ha: bool,
+    /// Storage pool of the root disk, by id or name (VPE `disk_pool`).
     pub disk_pool: Option<String>,
+    /// Existing data volumes to attach at create (VPE `disks`).
+    pub volumes: Vec<VolumeId>,
 }
 
 /// What a create returns.
@@ -368,7 +371,7 @@ impl Control {
         self.inner.store.servers_list(q.filter, q.page).await
     }
 
-    fn require_writer(ctx: &Context) -> Result<()> {
+    pub(crate) fn require_writer(ctx: &Context) -> Result<()> {
         if ctx.can_write() {
             Ok(())
         } else {
@@ -455,17 +458,39 @@ impl Control {
             ),
             None => None,
         };
-        if let NetworkRequest::List(nics) = &req.networks {
-            for nic in nics {
-                if let Some(net) = &nic.network_id {
-                    // No network model in this build yet beyond none/auto.
-                    return Err(Error::invalid(format!("Network {net} could not be found.")));
+        // What the create plan's network step will allocate, stored with the operation.
+        let network_request = match &req.networks {
+            NetworkRequest::Auto => serde_json::json!("auto"),
+            NetworkRequest::None => serde_json::json!("none"),
+            NetworkRequest::List(nics) => {
+                let mut items = Vec::new();
+                for nic in nics {
+                    if let Some(port) = &nic.port_id {
+                        // Deviation: Nimbus has no ports API yet, only networks.
+                        return Err(Error::invalid(format!("Port {port} could not be found.")));
+                    }
+                    let Some(net) = &nic.network_id else {
+                        return Err(Error::invalid("A network request needs a network uuid."));
+                    };
+                    let found = match net.parse::<NetworkId>() {
+                        Ok(id) => self.network_get(ctx, id).await.ok(),
+                        Err(_) => None,
+                    };
+                    let Some(found) = found else {
+                        return Err(Error::invalid(format!("Network {net} could not be found.")));
+                    };
+                    if let Some(ip) = &nic.fixed_ip {
+                        ip.parse::<std::net::Ipv4Addr>().map_err(|_| {
+                            Error::invalid(format!("Invalid fixed IP address {ip}."))
+                        })?;
+                    }
+                    items.push(
+                        serde_json::json!({"network_id": found.id, "fixed_ip": nic.fixed_ip}),
+                    );
                 }
-                if let Some(port) = &nic.port_id {
-                    return Err(Error::invalid(format!("Port {port} could not be found.")));
-                }
+                serde_json::Value::Array(items)
             }
-        }
+        };
         let (az, forced_host) = match &req.availability_zone {
             Some(az) if az.contains(':') => {
                 if !ctx.is_admin() {
@@ -486,6 +511,34 @@ impl Control {
                 return Err(Error::invalid(
                     "The requested availability zone is not available".to_string(),
                 ));
+            }
+        }
+        let disk_pool = match &req.disk_pool {
+            Some(r) => Some(
+                self.pool_find(ctx, r)
+                    .await
+                    .map_err(|_| Error::invalid(format!("Storage pool {r} could not be found.")))?
+                    .id
+                    .to_string(),
+            ),
+            None => None,
+        };
+        if !req.volumes.is_empty() && max > 1 {
+            return Err(Error::invalid(
+                "Data volumes can be attached to one server only: max_count must be 1.",
+            ));
+        }
+        for vid in &req.volumes {
+            let v = self
+                .volume_get(ctx, *vid)
+                .await
+                .map_err(|_| Error::invalid(format!("Volume {vid} could not be found.")))?;
+            if v.attached_to.is_some() || v.status != nimbus_model::volume::VolumeStatus::Available
+            {
+                return Err(Error::InUse(format!(
+                    "Volume {vid} is {} and cannot be attached.",
+                    v.status.as_str()
+                )));
             }
         }
         let group = match req.server_group {
@@ -563,7 +616,7 @@ impl Control {
                 locked_by: None,
                 locked_reason: None,
                 ha: req.ha,
-                disk_pool: req.disk_pool.clone(),
+                disk_pool: disk_pool.clone(),
                 user_data: req.user_data.clone(),
                 personality: req.personality.clone(),
                 config_drive: req.config_drive,
@@ -580,10 +633,13 @@ impl Control {
                 deleted_at: None,
                 deleted: false,
                 generation: 1,
+                nics: Vec::new(),
+                volumes: Vec::new(),
             };
             let params = serde_json::json!({
                 "forced_host": forced_host,
-                "networks": match &req.networks { NetworkRequest::None => "none", _ => "auto" },
+                "networks": network_request,
+                "volumes": req.volumes,
             });
             ops.push(self.new_operation(ctx, &server, "create", params));
             servers.push(server);
@@ -1395,6 +1451,10 @@ impl Control {
             },
             None => None,
         };
+        let mut nics = Vec::with_capacity(s.nics.len());
+        for nic in &s.nics {
+            nics.push(self.nic_spec(nic).await?);
+        }
         Ok(InstanceSpec {
             server_id: s.id,
             name: s.name.clone(),
@@ -1407,8 +1467,8 @@ impl Control {
             image,
             user_data: s.user_data.clone(),
             metadata: s.metadata.clone(),
-            nics: Vec::new(),
-            volumes: Vec::new(),
+            nics,
+            volumes: s.volumes.iter().map(|v| v.id.to_string()).collect(),
         })
     }
 
@@ -1492,6 +1552,20 @@ const CREATE: &[Step] = &[
         Some("conductor_schedule_and_build_instances"),
         schedule,
         Some(|c, op| Box::pin(release_claim(c, op))),
+        OnFailure::SetError
+    ),
+    step!(
+        "allocate_networks",
+        None,
+        allocate_networks,
+        Some(|c, op| Box::pin(release_nics(c, op))),
+        OnFailure::SetError
+    ),
+    step!(
+        "attach_volumes",
+        None,
+        attach_volumes,
+        Some(|c, op| Box::pin(detach_volumes(c, op))),
         OnFailure::SetError
     ),
     step!(
@@ -1791,6 +1865,52 @@ async fn destroy(c: &Control, op: &Operation) -> Result<Flow> {
 }
 
 /// A soft-deleted server keeps its claim: it may be restored.
+async fn allocate_networks(c: &Control, op: &Operation) -> Result<Flow> {
+    let s = match c.step_server(op, false).await? {
+        Ok(s) => s,
+        Err(flow) => return Ok(flow),
+    };
+    let request = op
+        .params
+        .get("networks")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    c.allocate_server_nics(&s, &request).await?;
+    Ok(Flow::Continue)
+}
+
+async fn attach_volumes(c: &Control, op: &Operation) -> Result<Flow> {
+    let s = match c.step_server(op, false).await? {
+        Ok(s) => s,
+        Err(flow) => return Ok(flow),
+    };
+    let ids: Vec<VolumeId> = op
+        .params
+        .get("volumes")
+        .cloned()
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(|e| Error::internal(format!("stored volume request: {e}")))?
+        .unwrap_or_default();
+    if !ids.is_empty() {
+        c.inner
+            .store
+            .volumes_attach(s.id, s.project_id.clone(), ids)
+            .await?;
+    }
+    Ok(Flow::Continue)
+}
+
+async fn detach_volumes(c: &Control, op: &Operation) -> Result<Flow> {
+    c.inner.store.volumes_detach_server(op.server_id).await?;
+    Ok(Flow::Continue)
+}
+
+async fn release_nics(c: &Control, op: &Operation) -> Result<Flow> {
+    c.inner.store.nics_release(op.server_id).await?;
+    Ok(Flow::Continue)
+}
+
 async fn delete_release(c: &Control, op: &Operation) -> Result<Flow> {
     if op
         .params
@@ -1800,6 +1920,8 @@ async fn delete_release(c: &Control, op: &Operation) -> Result<Flow> {
     {
         return Ok(Flow::Continue);
     }
+    c.inner.store.nics_release(op.server_id).await?;
+    c.inner.store.volumes_detach_server(op.server_id).await?;
     release_claim(c, op).await
 }
 

@@ -132,6 +132,22 @@ pub enum AgentRequest {
         server_id: ServerId,
         password: String,
     },
+    /// Hot-plug a network interface into a server (or record it for the next boot).
+    AttachNic {
+        server_id: ServerId,
+        nic: NicSpec,
+    },
+    /// Remove a network interface.
+    DetachNic {
+        server_id: ServerId,
+        mac: String,
+    },
+    /// Change a NIC's firewall profile.
+    SetFirewall {
+        server_id: ServerId,
+        mac: String,
+        profile: String,
+    },
     /// Every server the host runs, with its observed power state.
     ListInstances,
     /// The controller's records place this server on the host but the agent does not know
@@ -276,7 +292,7 @@ impl From<&Error> for AgentError {
         let kind = match e {
             Error::NotFound(_) => "not_found",
             Error::InvalidRequest(_) => "invalid",
-            Error::Conflict(_) => "conflict",
+            Error::Conflict(_) | Error::InUse(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
             Error::NotImplemented(_) => "not_implemented",
             _ => "internal",

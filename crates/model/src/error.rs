@@ -23,6 +23,9 @@ pub enum Error {
     /// The resource is in a state that does not allow the request.
     #[error("{0}")]
     Conflict(String),
+    /// The resource is in use and cannot be removed (Cyclades answers 421, OpenStack 409).
+    #[error("{0}")]
+    InUse(String),
     /// The request would exceed a quota.
     #[error("{0}")]
     OverQuota(String),

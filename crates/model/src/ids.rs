@@ -101,6 +101,22 @@ uuid_id!(
     /// A server group.
     ServerGroupId
 );
+uuid_id!(
+    /// A network.
+    NetworkId
+);
+uuid_id!(
+    /// A network interface (NIC).
+    NicId
+);
+uuid_id!(
+    /// A storage pool.
+    PoolId
+);
+uuid_id!(
+    /// A data volume.
+    VolumeId
+);
 
 string_id!(
     /// A flavor id: Nova accepts any string ("1", "m1.tiny", a UUID).

@@ -13,12 +13,15 @@ pub mod identity;
 pub mod ids;
 pub mod image;
 pub mod keypair;
+pub mod network;
 pub mod operation;
 pub mod quota;
 pub mod server;
 pub mod server_group;
 pub mod state;
+pub mod stats;
 pub mod time;
+pub mod volume;
 
 pub use error::{Error, Result};
 pub use ids::*;

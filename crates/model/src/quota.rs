@@ -16,6 +16,8 @@ pub const QUOTA_RESOURCES: &[&str] = &[
     "injected_files",
     "injected_file_content_bytes",
     "injected_file_path_bytes",
+    "volumes",
+    "gigabytes",
 ];
 
 /// Limits for one project; `-1` means unlimited, as in Nova.
@@ -38,6 +40,9 @@ impl QuotaSet {
             ("injected_files", 5),
             ("injected_file_content_bytes", 10240),
             ("injected_file_path_bytes", 255),
+            // Cinder's defaults.
+            ("volumes", 10),
+            ("gigabytes", 1000),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

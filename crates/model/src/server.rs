@@ -103,6 +103,13 @@ pub struct Server {
     pub deleted: bool,
     /// Bumped by every write; guards conditional updates.
     pub generation: i64,
+    /// Network interfaces, ordered by ordinal. Owned by the NIC table: filled on read,
+    /// never written with the server.
+    #[serde(default, skip_serializing)]
+    pub nics: Vec<crate::network::Nic>,
+    /// Attached data volumes, by device. Owned by the volume table: filled on read.
+    #[serde(default, skip_serializing)]
+    pub volumes: Vec<crate::volume::Volume>,
 }
 
 impl Server {

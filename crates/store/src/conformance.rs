@@ -34,6 +34,9 @@ pub const CHECKS: &[&str] = &[
     "identity_and_tokens",
     "keypairs_unique_per_user",
     "images_visibility_and_guard",
+    "networks_and_nics",
+    "nic_allocation_is_atomic",
+    "pools_and_volumes",
 ];
 
 pub fn flavor_snapshot(vcpus: u32, ram_mb: u64) -> FlavorSnapshot {
@@ -97,6 +100,8 @@ pub fn server(project: &str, name: &str) -> Server {
         deleted_at: None,
         deleted: false,
         generation: 1,
+        nics: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 
@@ -1054,6 +1059,367 @@ pub async fn images_visibility_and_guard(store: Arc<dyn Store>) {
     assert!(store.image_get(public.id).await.unwrap().unwrap().deleted);
 }
 
+pub fn network(
+    name: &str,
+    cidr: Option<&str>,
+    project: Option<&str>,
+) -> nimbus_model::network::Network {
+    use nimbus_model::network::{Network, NetworkStatus, NetworkType};
+    Network {
+        id: NetworkId::new(),
+        serial: 0,
+        name: name.into(),
+        kind: NetworkType::MacFiltered,
+        cidr: cidr.map(str::to_owned),
+        gateway: cidr.map(|c| {
+            nimbus_model::network::Ipv4Cidr::parse(c)
+                .unwrap()
+                .default_gateway()
+                .unwrap()
+                .to_string()
+        }),
+        cidr6: None,
+        gateway6: None,
+        dhcp: true,
+        public: project.is_none(),
+        shared: project.is_none(),
+        project_id: project.map(ProjectId::from),
+        status: NetworkStatus::Active,
+        created_at: now(),
+        updated_at: now(),
+        deleted: false,
+        generation: 1,
+    }
+}
+
+pub async fn networks_and_nics(store: Arc<dyn Store>) {
+    use crate::NicAllocation;
+    use nimbus_model::network::FirewallProfile;
+    let public = store
+        .network_create(network("public", Some("10.0.0.0/24"), None))
+        .await
+        .unwrap();
+    let mut private = network("mine", Some("192.168.7.0/29"), Some("p1"));
+    private.cidr6 = Some("2001:db8:1::/64".into());
+    let private = store.network_create(private).await.unwrap();
+    let theirs = store
+        .network_create(network("theirs", None, Some("p2")))
+        .await
+        .unwrap();
+    assert!(public.serial < private.serial);
+    let names =
+        |v: Vec<nimbus_model::network::Network>| v.into_iter().map(|n| n.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(
+            store
+                .networks_list(Some(ProjectId::from("p1")))
+                .await
+                .unwrap()
+        ),
+        ["public", "mine"]
+    );
+    assert_eq!(
+        names(store.networks_list(None).await.unwrap()),
+        ["public", "mine", "theirs"]
+    );
+    let s = create(&*store, vec![server("p1", "a")]).await.remove(0);
+    let alloc = |net: NetworkId, ip: Option<&str>| NicAllocation {
+        server_id: s.id,
+        server_serial: s.serial,
+        network_id: net,
+        firewall: FirewallProfile::Disabled,
+        fixed_ip: ip.map(str::to_owned),
+    };
+    let n0 = store.nic_allocate(alloc(public.id, None)).await.unwrap();
+    assert_eq!(
+        (n0.ordinal, n0.ipv4.as_deref()),
+        (0, Some("10.0.0.2")),
+        "gateway .1 is skipped"
+    );
+    assert!(n0.mac.starts_with("fa:16:3e:"));
+    assert_eq!(n0.cyclades_id(), format!("nic-{}-0", s.serial));
+    let n1 = store
+        .nic_allocate(alloc(private.id, Some("192.168.7.5")))
+        .await
+        .unwrap();
+    assert_eq!((n1.ordinal, n1.ipv4.as_deref()), (1, Some("192.168.7.5")));
+    let v6 = n1.ipv6.clone().unwrap();
+    assert!(v6.starts_with("2001:db8:1:0:f816:3eff:fe"), "{v6}");
+    // The same fixed address twice, an address outside the pool, the gateway: refused.
+    assert!(matches!(
+        store
+            .nic_allocate(alloc(private.id, Some("192.168.7.5")))
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .nic_allocate(alloc(private.id, Some("192.168.8.5")))
+            .await,
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        store
+            .nic_allocate(alloc(private.id, Some("192.168.7.1")))
+            .await,
+        Err(Error::InvalidRequest(_))
+    ));
+    // IP-less network: NIC without addresses.
+    let n2 = store.nic_allocate(alloc(theirs.id, None)).await.unwrap();
+    assert_eq!((n2.ordinal, n2.ipv4.clone()), (2, None));
+    // Pool exhaustion: /29 has 6 hosts, minus the gateway = 5; one is taken.
+    let other = create(&*store, vec![server("p1", "b")]).await.remove(0);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let n = store
+            .nic_allocate(NicAllocation {
+                server_id: other.id,
+                server_serial: other.serial,
+                network_id: private.id,
+                firewall: FirewallProfile::Enabled,
+                fixed_ip: None,
+            })
+            .await
+            .unwrap();
+        got.push(n.ipv4.unwrap());
+    }
+    assert_eq!(
+        got,
+        ["192.168.7.2", "192.168.7.3", "192.168.7.4", "192.168.7.6"]
+    );
+    let full = store
+        .nic_allocate(NicAllocation {
+            server_id: other.id,
+            server_serial: other.serial,
+            network_id: private.id,
+            firewall: FirewallProfile::Enabled,
+            fixed_ip: None,
+        })
+        .await;
+    assert!(
+        matches!(full, Err(Error::Conflict(ref m)) if m.contains("No more IP addresses")),
+        "{full:?}"
+    );
+    // Reads carry the network name; firewall updates stick.
+    let mine = store.nics_for_servers(vec![s.id]).await.unwrap();
+    assert_eq!(
+        mine.iter()
+            .map(|n| n.network_name.as_str())
+            .collect::<Vec<_>>(),
+        ["public", "mine", "theirs"]
+    );
+    let fw = store
+        .nic_set_firewall(n0.id, FirewallProfile::Protected)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(fw.firewall, FirewallProfile::Protected);
+    assert_eq!(store.nics_for_network(private.id).await.unwrap().len(), 5);
+    // A network in use cannot be deleted; once its NICs are gone it can.
+    assert!(matches!(
+        store.network_delete(private.id).await,
+        Err(Error::InUse(_))
+    ));
+    assert_eq!(store.nics_release(other.id).await.unwrap(), 4);
+    assert!(store.nic_delete(n1.id).await.unwrap());
+    assert!(!store.nic_delete(n1.id).await.unwrap());
+    store.network_delete(private.id).await.unwrap();
+    assert!(store.network_get(private.id).await.unwrap().is_none());
+    assert!(matches!(
+        store.network_delete(private.id).await,
+        Err(Error::NotFound(_))
+    ));
+    // A released address is reused.
+    let again = store.nic_allocate(alloc(public.id, None)).await.unwrap();
+    assert_eq!(again.ipv4.as_deref(), Some("10.0.0.3"));
+    store.nic_delete(n0.id).await.unwrap();
+    let reused = store.nic_allocate(alloc(public.id, None)).await.unwrap();
+    assert_eq!(reused.ipv4.as_deref(), Some("10.0.0.2"));
+    // Renames are guarded.
+    let mut renamed = store.network_get(public.id).await.unwrap().unwrap();
+    let stale = renamed.clone();
+    renamed.name = "internet".into();
+    assert!(store.network_update(renamed).await.unwrap().is_some());
+    assert!(store.network_update(stale).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .nic_get(reused.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .network_name,
+        "internet"
+    );
+}
+
+pub async fn nic_allocation_is_atomic(store: Arc<dyn Store>) {
+    use crate::NicAllocation;
+    use nimbus_model::network::FirewallProfile;
+    let net = store
+        .network_create(network("big", Some("10.8.0.0/24"), None))
+        .await
+        .unwrap();
+    let servers = create(
+        &*store,
+        (0..100).map(|i| server("p1", &format!("s{i}"))).collect(),
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for s in servers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .nic_allocate(NicAllocation {
+                    server_id: s.id,
+                    server_serial: s.serial,
+                    network_id: net.id,
+                    firewall: FirewallProfile::Disabled,
+                    fixed_ip: None,
+                })
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ips = std::collections::HashSet::new();
+    let mut macs = std::collections::HashSet::new();
+    for t in tasks {
+        let nic = t.await.unwrap();
+        assert!(ips.insert(nic.ipv4.unwrap()), "duplicate IP");
+        assert!(macs.insert(nic.mac), "duplicate MAC");
+    }
+    assert_eq!((ips.len(), macs.len()), (100, 100));
+}
+
+pub async fn pools_and_volumes(store: Arc<dyn Store>) {
+    use nimbus_model::volume::{StoragePool, Volume, VolumeStatus};
+    let pool = store
+        .pool_create(StoragePool {
+            id: PoolId::new(),
+            serial: 0,
+            name: "fast".into(),
+            capacity_gb: 100,
+            used_gb: 0,
+            backend: "local".into(),
+            created_at: now(),
+        })
+        .await
+        .unwrap();
+    let dup = StoragePool {
+        id: PoolId::new(),
+        ..pool.clone()
+    };
+    assert!(matches!(
+        store.pool_create(dup).await,
+        Err(Error::AlreadyExists(_))
+    ));
+    let vol = |name: &str, size: u64, project: &str| Volume {
+        id: VolumeId::new(),
+        serial: 0,
+        name: name.into(),
+        size_gb: size,
+        pool_id: pool.id,
+        pool_name: String::new(),
+        status: VolumeStatus::Available,
+        attached_to: None,
+        device: None,
+        project_id: ProjectId::from(project),
+        user_id: UserId::from("u1"),
+        created_at: now(),
+        updated_at: now(),
+    };
+    let a = store
+        .volume_create(vol("a", 60, "p1"), -1, -1)
+        .await
+        .unwrap();
+    assert_eq!(a.pool_name, "fast");
+    // The pool has 40 GB left.
+    assert!(matches!(
+        store.volume_create(vol("b", 41, "p1"), -1, -1).await,
+        Err(Error::Conflict(_))
+    ));
+    let b = store
+        .volume_create(vol("b", 40, "p1"), -1, -1)
+        .await
+        .unwrap();
+    assert_eq!(store.pools_list().await.unwrap()[0].used_gb, 100);
+    // Quotas: the project has 2 volumes and 100 GB.
+    assert!(matches!(
+        store.volume_create(vol("c", 0, "p1"), 2, -1).await,
+        Err(Error::OverQuota(_))
+    ));
+    let other = store.volume_create(vol("x", 0, "p2"), 1, 10).await.unwrap();
+    // Attach: all or nothing, devices in order, foreign volumes are not found.
+    let s = create(&*store, vec![server("p1", "vm")]).await.remove(0);
+    let err = store
+        .volumes_attach(s.id, ProjectId::from("p1"), vec![a.id, other.id])
+        .await;
+    assert!(matches!(err, Err(Error::NotFound(_))), "{err:?}");
+    assert!(
+        store
+            .volume_get(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .attached_to
+            .is_none(),
+        "nothing attached"
+    );
+    let att = store
+        .volumes_attach(s.id, ProjectId::from("p1"), vec![a.id, b.id])
+        .await
+        .unwrap();
+    assert_eq!(
+        att.iter()
+            .map(|v| v.device.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["vdb", "vdc"]
+    );
+    assert!(att.iter().all(|v| v.status == VolumeStatus::InUse));
+    // Attaching again is a no-op; another server cannot take them.
+    assert_eq!(
+        store
+            .volumes_attach(s.id, ProjectId::from("p1"), vec![a.id])
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let s2 = create(&*store, vec![server("p1", "vm2")]).await.remove(0);
+    assert!(matches!(
+        store
+            .volumes_attach(s2.id, ProjectId::from("p1"), vec![b.id])
+            .await,
+        Err(Error::InUse(_))
+    ));
+    // Servers read with their volumes.
+    let got = store.server_get(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        got.volumes
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(matches!(
+        store.volume_delete(a.id).await,
+        Err(Error::InUse(_))
+    ));
+    assert_eq!(store.volumes_detach_server(s.id).await.unwrap(), 2);
+    assert_eq!(store.volumes_detach_server(s.id).await.unwrap(), 0);
+    store.volume_delete(a.id).await.unwrap();
+    assert!(store.volume_get(a.id).await.unwrap().is_none());
+    assert_eq!(store.pools_list().await.unwrap()[0].used_gb, 40);
+    assert_eq!(
+        store
+            .volumes_list(Some(ProjectId::from("p1")))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(store.volumes_list(None).await.unwrap().len(), 2);
+}
+
 #[cfg(test)]
 mod sqlite_conformance {
     use super::*;
@@ -1100,6 +1466,9 @@ mod sqlite_conformance {
         identity_and_tokens,
         keypairs_unique_per_user,
         images_visibility_and_guard,
+        networks_and_nics,
+        nic_allocation_is_atomic,
+        pools_and_volumes,
     );
 
     #[tokio::test]

@@ -17,22 +17,28 @@ mod hosts;
 mod identity;
 mod images;
 mod keypairs;
+mod networks;
 mod operations;
 mod quotas;
 mod server_groups;
 mod servers;
 pub mod sqlite;
+mod stats;
+mod volumes;
 
 pub use flavors::FlavorStore;
 pub use hosts::{Claim, ClaimOutcome, GroupConstraint, HostStore};
 pub use identity::IdentityStore;
 pub use images::ImageStore;
 pub use keypairs::KeypairStore;
+pub use networks::{NetworkStore, NicAllocation};
 pub use operations::OperationStore;
 pub use quotas::QuotaStore;
 pub use server_groups::ServerGroupStore;
 pub use servers::{ServerCreateOutcome, ServerStore};
 pub use sqlite::SqliteStore;
+pub use stats::StatsStore;
+pub use volumes::VolumeStore;
 
 /// The whole persistence interface.
 pub trait Store:
@@ -41,10 +47,13 @@ pub trait Store:
     + ImageStore
     + IdentityStore
     + KeypairStore
+    + NetworkStore
     + OperationStore
     + QuotaStore
     + HostStore
     + ServerGroupStore
+    + StatsStore
+    + VolumeStore
     + Send
     + Sync
     + 'static
@@ -57,10 +66,13 @@ impl<T> Store for T where
         + ImageStore
         + IdentityStore
         + KeypairStore
+        + NetworkStore
         + OperationStore
         + QuotaStore
         + HostStore
         + ServerGroupStore
+        + StatsStore
+        + VolumeStore
         + Send
         + Sync
         + 'static

@@ -69,7 +69,8 @@ pub fn rewrite(path: &str) -> (String, Option<ComputeBase>) {
         }
         if legacy && rest.is_empty() {
             // `/v2` itself: the v2.0 version document.
-            return ("/compute/v2.0".into(), None);
+            // Internal route of the v2.0 document: `/compute/v2.0` is the Cyclades API.
+            return ("/compute/legacy-v2".into(), None);
         }
         if legacy {
             // `/v2/servers` without a project: not a valid v2 URL.
@@ -129,7 +130,7 @@ mod tests {
         assert_eq!(p, "/compute/v2.1");
         assert_eq!(b.unwrap().versioned, format!("/compute/v2.1/{P}"));
         assert_eq!(rewrite("/compute/v2.1/").0, "/compute/v2.1");
-        assert_eq!(rewrite("/v2").0, "/compute/v2.0");
+        assert_eq!(rewrite("/v2").0, "/compute/legacy-v2");
         assert_eq!(rewrite("/identity/v3/").0, "/identity/v3");
         assert_eq!(rewrite("/").0, "/");
         // Not a compute path.

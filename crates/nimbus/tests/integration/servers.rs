@@ -1067,3 +1067,270 @@ async fn restart_resumes_operations_in_flight() {
     );
     c.wait_status(&a, &settled, "SHUTOFF").await;
 }
+
+#[tokio::test]
+async fn servers_join_networks_and_show_addresses() {
+    let c = Cloud::start().await;
+    let a = &c.admin.mv("2.37");
+    let img = c.image(a, "img", b"x").await;
+    let id = c.server(a, "vm", &img, json!({})).await;
+    let s = c.wait_status(a, &id, "ACTIVE").await;
+    let public = s["addresses"]["public"].as_array().unwrap();
+    assert_eq!(public.len(), 2, "an IPv4 and an EUI-64 IPv6 address: {s}");
+    assert_eq!(public[0]["version"], 4);
+    assert!(public[0]["addr"].as_str().unwrap().starts_with("10.0."));
+    assert_eq!(public[0]["OS-EXT-IPS:type"], "fixed");
+    let mac = public[0]["OS-EXT-IPS-MAC:mac_addr"].as_str().unwrap();
+    assert!(mac.starts_with("fa:16:3e:"));
+    assert_eq!(public[1]["version"], 6);
+    let (_, ips) = c.get(a, &format!("/compute/v2.1/servers/{id}/ips")).await;
+    assert_eq!(
+        ips["addresses"]["public"][0],
+        json!({"version": 4, "addr": public[0]["addr"]})
+    );
+    let (st, one) = c
+        .get(a, &format!("/compute/v2.1/servers/{id}/ips/public"))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(one["public"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        c.get(a, &format!("/compute/v2.1/servers/{id}/ips/nowhere"))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // networks: none → no addresses.
+    let (_, body) = c.post(a, "/compute/v2.1/servers", json!({"server": {"name": "lone", "imageRef": img, "flavorRef": "1", "networks": "none"}})).await;
+    let lone = body["server"]["id"].as_str().unwrap().to_owned();
+    let s = c.wait_status(a, &lone, "ACTIVE").await;
+    assert_eq!(s["addresses"], json!({}));
+    // A private network with a tiny pool: fixed IP honoured, exhaustion fails the build.
+    let ctx = c.ctx(a).await;
+    let net = c
+        .control()
+        .network_create(
+            &ctx,
+            nimbus_model::network::NetworkCreate {
+                name: "tiny".into(),
+                kind: nimbus_model::network::NetworkType::MacFiltered,
+                cidr: Some("192.168.9.0/29".into()),
+                gateway: None,
+                cidr6: None,
+                gateway6: None,
+                dhcp: true,
+            },
+        )
+        .await
+        .unwrap();
+    let nets = |ip: Option<&str>| {
+        let mut n = json!({"uuid": net.id.to_string()});
+        if let Some(ip) = ip {
+            n["fixed_ip"] = json!(ip);
+        }
+        json!([n])
+    };
+    let (st, body) = c.post(a, "/compute/v2.1/servers", json!({"server": {"name": "fixed", "imageRef": img, "flavorRef": "1", "networks": nets(Some("192.168.9.6"))}})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{body}");
+    let fixed = body["server"]["id"].as_str().unwrap().to_owned();
+    let s = c.wait_status(a, &fixed, "ACTIVE").await;
+    assert_eq!(s["addresses"]["tiny"][0]["addr"], "192.168.9.6");
+    assert!(
+        s["addresses"].get("public").is_none(),
+        "an explicit list replaces auto"
+    );
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let (st, body) = c.post(a, "/compute/v2.1/servers", json!({"server": {"name": format!("n{i}"), "imageRef": img, "flavorRef": "1", "networks": nets(None)}})).await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+        ids.push(body["server"]["id"].as_str().unwrap().to_owned());
+    }
+    let mut errors = 0;
+    for id in &ids {
+        let s = c
+            .wait_for(a, id, "final", |v| {
+                matches!(v["status"].as_str(), Some("ACTIVE" | "ERROR"))
+                    && v["OS-EXT-STS:task_state"].is_null()
+            })
+            .await;
+        if s["status"] == "ERROR" {
+            assert!(
+                s["fault"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("No more IP addresses"),
+                "{s}"
+            );
+            errors += 1;
+        }
+    }
+    assert_eq!(
+        errors, 1,
+        "a /29 without a gateway has 6 host addresses; one was fixed"
+    );
+    // Unknown networks and ports are 400s at create.
+    let bogus = json!([{"uuid": "00000000-0000-0000-0000-000000000000"}]);
+    let (st, v) = c
+        .post(
+            a,
+            "/compute/v2.1/servers",
+            json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "networks": bogus}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        v["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be found")
+    );
+    // Deleting servers gives their addresses back.
+    for id in ids.iter().chain([&fixed]) {
+        c.delete(a, &format!("/compute/v2.1/servers/{id}")).await;
+    }
+    for id in ids.iter().chain([&fixed]) {
+        c.wait_gone(a, id).await;
+    }
+    assert!(
+        c.control()
+            .network_nics(&ctx, net.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    c.control().network_delete(&ctx, net.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn running_servers_are_sampled_into_metrics() {
+    let c =
+        Cloud::start_with(|cfg| cfg.control.stats_period = std::time::Duration::from_millis(100))
+            .await;
+    let a = &c.admin;
+    let (id, _) = active_server(&c, a, "vm").await;
+    let ctx = c.ctx(a).await;
+    let sid: nimbus_model::ServerId = id.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let points = loop {
+        let p = c
+            .control()
+            .server_metrics(&ctx, sid, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        if p.len() >= 4 {
+            break p;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "too few samples: {p:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for p in &points {
+        assert!((3.0..=21.0).contains(&p.cpu_percent), "{p:?}");
+        assert!(p.net_rx_bps > 1000.0 && p.disk_write_bps > 1000.0, "{p:?}");
+        assert!(p.mem_percent > 0.0 && p.mem_percent <= 100.0);
+    }
+    // A stopped server is no longer sampled.
+    c.action(a, &id, json!({"os-stop": null})).await;
+    c.wait_status(a, &id, "SHUTOFF").await;
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let before = c
+        .control()
+        .server_samples(&ctx, sid, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .len();
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let after = c
+        .control()
+        .server_samples(&ctx, sid, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn data_volumes_attach_at_create_and_outlive_the_server() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let ctx = c.ctx(a).await;
+    let ctl = c.control();
+    let img: nimbus_model::ImageId = c.image(a, "img", b"x").await.parse().unwrap();
+    let pool = ctl.pool_create(&ctx, "fast", 50).await.unwrap();
+    let v1 = ctl
+        .volume_create(&ctx, "data1", 10, Some("fast"))
+        .await
+        .unwrap();
+    let v2 = ctl
+        .volume_create(&ctx, "data2", 20, Some(&pool.id.to_string()))
+        .await
+        .unwrap();
+    // Pool capacity is enforced.
+    assert!(matches!(
+        ctl.volume_create(&ctx, "big", 21, Some("fast")).await,
+        Err(nimbus_model::Error::Conflict(_))
+    ));
+    let req =
+        |name: &str, volumes: Vec<nimbus_model::VolumeId>| nimbus_control::servers::ServerCreate {
+            name: name.into(),
+            image_id: Some(img),
+            flavor_id: "1".into(),
+            min_count: 1,
+            max_count: 1,
+            disk_pool: Some("fast".into()),
+            volumes,
+            ..Default::default()
+        };
+    let created = ctl
+        .server_create(&ctx, req("vm", vec![v1.id, v2.id]))
+        .await
+        .unwrap();
+    let id = created.servers[0].id;
+    c.wait_status(a, &id.to_string(), "ACTIVE").await;
+    let s = ctl.server_get(&ctx, id).await.unwrap();
+    assert_eq!(s.disk_pool, Some(pool.id.to_string()));
+    let devices: Vec<(String, String)> = s
+        .volumes
+        .iter()
+        .map(|v| (v.name.clone(), v.device.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        devices,
+        [
+            ("data1".to_owned(), "vdb".to_owned()),
+            ("data2".to_owned(), "vdc".to_owned())
+        ]
+    );
+    // Attached volumes cannot go to another server, nor be deleted.
+    let err = ctl
+        .server_create(&ctx, req("other", vec![v1.id]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, nimbus_model::Error::InUse(_)), "{err:?}");
+    assert!(matches!(
+        ctl.volume_delete(&ctx, v1.id).await,
+        Err(nimbus_model::Error::InUse(_))
+    ));
+    // Unknown pools and volumes are 400s.
+    let mut bad = req("x", vec![]);
+    bad.disk_pool = Some("nope".into());
+    assert!(matches!(
+        ctl.server_create(&ctx, bad).await,
+        Err(nimbus_model::Error::InvalidRequest(_))
+    ));
+    let bad = req("x", vec![nimbus_model::VolumeId::new()]);
+    assert!(matches!(
+        ctl.server_create(&ctx, bad).await,
+        Err(nimbus_model::Error::InvalidRequest(_))
+    ));
+    // Deleting the server detaches its volumes; they survive.
+    c.delete(a, &format!("/compute/v2.1/servers/{id}")).await;
+    c.wait_gone(a, &id.to_string()).await;
+    let v = ctl.volume_get(&ctx, v1.id).await.unwrap();
+    assert_eq!(
+        (v.status, v.attached_to),
+        (nimbus_model::volume::VolumeStatus::Available, None)
+    );
+    ctl.volume_delete(&ctx, v1.id).await.unwrap();
+}

@@ -5,11 +5,23 @@ use super::db_err;
 use nimbus_model::{Error, Result};
 use rusqlite::Connection;
 
+/// One migration script by name (its file under `migrations/sqlite/`).
+macro_rules! migration {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("../../migrations/sqlite/", $name, ".sql")),
+        )
+    };
+}
+
 /// Applied in order; never edit a released script, append a new one.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    migration!("0001_init"),
+    migration!("0002_networks"),
+    migration!("0003_stats"),
+    migration!("0004_volumes"),
+];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")

@@ -9,10 +9,13 @@ mod identity;
 mod images;
 mod keypairs;
 mod migrations;
+mod networks;
 mod operations;
 mod quotas;
 mod server_groups;
 mod servers;
+mod stats;
+mod volumes;
 
 use nimbus_model::time::Timestamp;
 use nimbus_model::{Error, Result};

@@ -308,7 +308,16 @@ fn list(conn: &Connection, f: &ServerFilter, page: &ServerPage) -> Result<Vec<Se
     for row in rows {
         out.push(from_doc(&row.map_err(db_err)?)?);
     }
+    super::networks::attach_nics(conn, &mut out)?;
+    super::volumes::attach_volumes(conn, &mut out)?;
     Ok(out)
+}
+
+fn get_one(c: &Connection, sql: &str, param: rusqlite::types::Value) -> Result<Option<Server>> {
+    let mut found: Vec<Server> = query_doc(c, sql, [param])?.into_iter().collect();
+    super::networks::attach_nics(c, &mut found)?;
+    super::volumes::attach_volumes(c, &mut found)?;
+    Ok(found.pop())
 }
 
 #[async_trait]
@@ -351,13 +360,25 @@ impl ServerStore for SqliteStore {
     }
 
     async fn server_get(&self, id: ServerId) -> Result<Option<Server>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM servers WHERE id = ?1", [id.to_string()]))
-            .await
+        self.read(move |c| {
+            get_one(
+                c,
+                "SELECT doc FROM servers WHERE id = ?1",
+                Value::Text(id.to_string()),
+            )
+        })
+        .await
     }
 
     async fn server_get_by_serial(&self, serial: i64) -> Result<Option<Server>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM servers WHERE serial = ?1", [serial]))
-            .await
+        self.read(move |c| {
+            get_one(
+                c,
+                "SELECT doc FROM servers WHERE serial = ?1",
+                Value::Integer(serial),
+            )
+        })
+        .await
     }
 
     async fn servers_list(&self, filter: ServerFilter, page: ServerPage) -> Result<Vec<Server>> {

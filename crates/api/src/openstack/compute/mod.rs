@@ -184,7 +184,7 @@ pub fn router(state: AppState) -> Router {
     let open = Router::new()
         .route("/compute", get(versions::compute_root))
         .route("/compute/v2.1", get(versions::v21))
-        .route("/compute/v2.0", get(versions::v20))
+        .route("/compute/legacy-v2", get(versions::v20))
         .with_state(state.clone());
     let api = Router::new()
         .merge(servers::routes())

@@ -228,16 +228,25 @@ async fn tag_delete(api: Api, Path((id, tag)): Path<(String, String)>) -> Comput
 // ---- ips ----
 
 async fn ips_index(api: Api, Path(id): Path<String>) -> ComputeResult {
-    api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let s = api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let addrs = super::servers::addresses(&s, false);
     Ok(crate::common::json(
         StatusCode::OK,
-        json!({"addresses": {}}),
+        json!({"addresses": addrs}),
     ))
 }
 
-async fn ips_show(api: Api, Path((id, _network)): Path<(String, String)>) -> ComputeResult {
-    api.control().server_get(&api.ctx, server_id(&id)?).await?;
-    Err(Error::not_found("Instance is not a member of specified network").into())
+async fn ips_show(api: Api, Path((id, network)): Path<(String, String)>) -> ComputeResult {
+    let s = api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let addrs = super::servers::addresses(&s, false);
+    let entry = addrs
+        .get(&network)
+        .cloned()
+        .ok_or_else(|| Error::not_found("Instance is not a member of specified network"))?;
+    Ok(crate::common::json(
+        StatusCode::OK,
+        json!({ network: entry }),
+    ))
 }
 
 // ---- instance actions ----

@@ -105,7 +105,7 @@ pub fn view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[HostUsage]) -> Value
         "accessIPv6".into(),
         json!(s.access_ipv6.clone().unwrap_or_default()),
     );
-    m.insert("addresses".into(), json!({}));
+    m.insert("addresses".into(), addresses(s, true));
     m.insert("links".into(), api.links.pair("servers", &id));
     m.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
     m.insert(
@@ -233,6 +233,32 @@ pub fn view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[HostUsage]) -> Value
             "pinned_availability_zone".into(),
             json!(s.pinned_availability_zone),
         );
+    }
+    Value::Object(m)
+}
+
+/// Nova's `addresses`: per network name, one entry per address. `extended` adds the
+/// `OS-EXT-IPS:*` keys (server views); `/ips` shows the plain form. Empty while building,
+/// as Nova shows it.
+pub fn addresses(s: &Server, extended: bool) -> Value {
+    let mut m: Map<String, Value> = Map::new();
+    if s.vm_state == VmState::Building {
+        return Value::Object(m);
+    }
+    for nic in &s.nics {
+        let list = m
+            .entry(nic.network_name.clone())
+            .or_insert_with(|| json!([]));
+        let entries = list.as_array_mut().expect("list");
+        for (version, addr) in [(4, &nic.ipv4), (6, &nic.ipv6)] {
+            let Some(addr) = addr else { continue };
+            let mut e = json!({"version": version, "addr": addr});
+            if extended {
+                e["OS-EXT-IPS:type"] = json!("fixed");
+                e["OS-EXT-IPS-MAC:mac_addr"] = json!(nic.mac);
+            }
+            entries.push(e);
+        }
     }
     Value::Object(m)
 }
@@ -1019,6 +1045,7 @@ async fn create(api: Api, JsonBody(body): JsonBody<CreateBody>) -> ComputeResult
         server_group: group,
         ha: false,
         disk_pool: None,
+        volumes: Vec::new(),
     };
     let created = api.control().server_create(&api.ctx, req).await?;
     if s.return_reservation_id.is_some_and(|f| f.0) {

@@ -68,7 +68,8 @@ fn one(state: &AppState, id: &str, self_href: String) -> Response {
 pub async fn v21(State(state): State<AppState>, base: Option<Extension<ComputeBase>>) -> Response {
     let base = base.map(|b| b.0).unwrap_or_default();
     let href = format!("{}{}/", state.public_url(), base.versioned);
-    one(&state, "v2.1", href)
+    // `/v2/{project_id}` is the legacy endpoint: it documents v2.0.
+    one(&state, if base.legacy_v2 { "v2.0" } else { "v2.1" }, href)
 }
 
 pub async fn v20(State(state): State<AppState>) -> Response {
