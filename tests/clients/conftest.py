@@ -252,13 +252,15 @@ def image_file(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def cirros(osc, image_file):
-    """The image `cirros`, uploaded with `openstack image create` (once per session)."""
+    """The image `cirros`, uploaded with `openstack image create --public` (once per session):
+    public, so that other projects' users can boot it too (Glance's default is `shared`)."""
     found = osc.json("image", "list", "--name", "cirros")
     if found:
         return found[0]["ID"]
     img = osc.json(
         "image",
         "create",
+        "--public",
         "--disk-format",
         "raw",
         "--container-format",

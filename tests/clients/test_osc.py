@@ -204,7 +204,7 @@ def test_second_project_sees_none_of_admins_servers(osc, nimbus, cirros):
         # `server list` needs the image API even when it has nothing to show.
         assert other.json("server", "list") == []
         hidden = other.run("server", "show", mine["id"], check=False)
-        assert hidden.returncode != 0 and "No server with a name or ID" in hidden.stderr, hidden.stderr
+        assert hidden.returncode != 0 and "No Server found" in hidden.stderr, hidden.stderr
         # ... and admin does not see the member's server without --all-projects.
         theirs = other.json("server", "create", "--flavor", "m1.tiny", "--image", cirros, "--wait", "members-vm")
         assert theirs["status"] == "ACTIVE", theirs
