@@ -22,6 +22,7 @@ from tempest.lib.services.compute.flavors_client import FlavorsClient
 from tempest.lib.services.compute.keypairs_client import KeyPairsClient
 from tempest.lib.services.compute.limits_client import LimitsClient
 from tempest.lib.services.compute.quotas_client import QuotasClient
+from tempest.lib.services.compute.server_groups_client import ServerGroupsClient
 from tempest.lib.services.compute.servers_client import ServersClient
 from tempest.lib.services.compute.versions_client import VersionsClient
 
@@ -84,6 +85,7 @@ def clients(nimbus, auth_provider):
         limits = make(LimitsClient)
         quotas = make(QuotasClient)
         azs = make(AvailabilityZoneClient)
+        groups = make(ServerGroupsClient)
 
     return C
 
@@ -285,19 +287,43 @@ def test_keypairs(clients, max_mv, mv):
         k.delete_keypair(name)
 
 
-# ---------------------------------------------------------------- limits, quotas, AZs
+# ---------------------------------------------------------------- limits, quotas, AZs, groups
 
 
 @pytest.mark.compute_extras
-@pytest.mark.parametrize("mv", [None, "2.36", "2.57", "2.96"], ids=mv_id)
+@pytest.mark.parametrize(
+    "mv",
+    boundaries(LimitsClient.schema_versions_info + QuotasClient.schema_versions_info, ["2.96"]),
+    ids=mv_id,
+)
 def test_limits_quotas_azs(clients, auth_provider, max_mv, mv):
     if not supported(mv, max_mv):
-        return
-    project = auth_provider.credentials.project_id
+        return refused(clients.limits.show_limits, mv)
+    project = auth_provider.auth_data[1]["project"]["id"]
     with microversion(mv):
-        clients.limits.show_limits()
+        absolute = clients.limits.show_limits()["limits"]["absolute"]
+        assert absolute["maxTotalInstances"] >= absolute["totalInstancesUsed"] >= 0, absolute
         clients.quotas.show_quota_set(project)
         clients.quotas.show_quota_set(project, detail=True)
         clients.quotas.show_default_quota_set(project)
-        clients.azs.list_availability_zones()
+        zones = clients.azs.list_availability_zones()["availabilityZoneInfo"]
+        assert any(z["zoneName"] == "nova" and z["zoneState"]["available"] for z in zones), zones
         clients.azs.list_availability_zones(detail=True)
+
+
+@pytest.mark.compute_extras
+@pytest.mark.parametrize("mv", boundaries(ServerGroupsClient.schema_versions_info, ["2.96"]), ids=mv_id)
+def test_server_groups(clients, max_mv, mv):
+    g = clients.groups
+    if not supported(mv, max_mv):
+        return refused(g.list_server_groups, mv)
+    with microversion(mv):
+        if vt(mv) >= vt("2.64"):
+            made = g.create_server_group(name=f"sg-{mv_id(mv)}", policy="anti-affinity")["server_group"]
+        else:
+            made = g.create_server_group(name=f"sg-{mv_id(mv)}", policies=["anti-affinity"])["server_group"]
+        try:
+            assert made["id"] in {x["id"] for x in g.list_server_groups()["server_groups"]}
+            g.show_server_group(made["id"])
+        finally:
+            g.delete_server_group(made["id"])
