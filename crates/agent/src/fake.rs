@@ -645,6 +645,10 @@ impl Hypervisor for FakeDriver {
         Ok(vm.power)
     }
 
+    fn work_dir(&self) -> Option<PathBuf> {
+        Some(self.config.work_dir.clone())
+    }
+
     async fn attach_nic(&self, id: ServerId, nic: &NicSpec) -> Result<()> {
         self.pause_for(self.config.action_delay).await;
         self.with_vm(id, |vm| {

@@ -42,6 +42,12 @@ pub trait Hypervisor: Send + Sync {
     async fn diagnostics(&self, id: ServerId) -> Result<Diagnostics>;
     async fn set_password(&self, id: ServerId, password: &str) -> Result<()>;
     async fn list_instances(&self) -> Result<Vec<(ServerId, PowerState)>>;
+
+    /// The directory the driver writes files into (snapshots). Files outside it are never
+    /// served or removed on the controller's behalf. `None`: the driver produces no files.
+    fn work_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Take back a server this host should have but does not know (see
     /// `AgentRequest::Adopt`); returns the power state it now has.
     async fn adopt(&self, spec: &InstanceSpec, power_state: PowerState) -> Result<PowerState>;

@@ -7,11 +7,13 @@
 
 pub mod fake;
 pub mod hypervisor;
+pub mod remote;
+pub mod server;
+pub mod qemu;
 
-use async_trait::async_trait;
 pub use hypervisor::Hypervisor;
 use nimbus_model::Error;
-use nimbus_model::agent::{AgentReply, AgentRequest, AgentTransport, EventSink};
+use nimbus_model::agent::{AgentReply, AgentRequest, EventSink};
 use std::sync::Arc;
 
 /// An agent: a driver plus where its events go.
@@ -101,16 +103,45 @@ impl Agent {
                 d.set_firewall(server_id, &mac, &profile).await?;
                 AgentReply::Done
             }
+            AgentRequest::RemoveFile { location } => {
+                let path = self.confine(&location)?;
+                match tokio::fs::remove_file(&path).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(Error::internal(format!("remove {}: {e}", path.display())));
+                    }
+                }
+                AgentReply::Done
+            }
             AgentRequest::ListInstances => AgentReply::Instances {
                 instances: d.list_instances().await?,
             },
         })
     }
-}
 
-#[async_trait]
-impl AgentTransport for Agent {
-    async fn call(&self, request: AgentRequest) -> Result<AgentReply, Error> {
-        self.handle(request).await
+    /// Resolve a file location the driver produced, refusing anything outside its work dir.
+    pub fn confine(&self, location: &str) -> Result<std::path::PathBuf, Error> {
+        let root = self
+            .driver
+            .work_dir()
+            .ok_or_else(|| Error::NotFound(format!("No file {location} on this host.")))?;
+        let root = std::fs::canonicalize(&root)
+            .map_err(|_| Error::NotFound(format!("No file {location} on this host.")))?;
+        match std::fs::canonicalize(location) {
+            Ok(p) if p.starts_with(&root) => Ok(p),
+            Ok(_) => Err(Error::Forbidden(format!(
+                "{location} is outside the agent's work directory."
+            ))),
+            Err(_) => Err(Error::NotFound(format!("No file {location} on this host."))),
+        }
+    }
+
+    /// Open a file the driver produced (a snapshot), confined to its work dir.
+    pub async fn open_file(&self, location: &str) -> Result<tokio::fs::File, Error> {
+        let path = self.confine(location)?;
+        tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Error::internal(format!("open {}: {e}", path.display())))
     }
 }

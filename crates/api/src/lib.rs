@@ -5,6 +5,7 @@
 //! `match` (see `openstack::compute::fault`, `openstack::identity::fault`, ...).
 
 pub mod common;
+pub mod internal;
 pub mod openstack;
 
 use axum::Router;
@@ -56,6 +57,7 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::identity::router(state.clone()))
         .merge(openstack::compute::router(state.clone()))
         .merge(openstack::image::router(state.clone()))
+        .merge(internal::router(state.clone()))
         .route(
             "/",
             axum::routing::get(openstack::root_versions).with_state(state.clone()),

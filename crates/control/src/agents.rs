@@ -1,13 +1,106 @@
-//! The agent registry (how `control` reaches each host's agent) and the event channel agents
-//! report into.
+//! How `control` reaches compute agents: the [`AgentTransport`] trait (implemented here
+//! over HTTP by [`HttpAgent`], and in-process by the binary's adapter), the registry of
+//! host → transport, and the event channel in-process agents report into.
 
 use crate::Control;
 use async_trait::async_trait;
-use nimbus_model::agent::{AgentEvent, AgentReply, AgentRequest, AgentTransport, EventSink};
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use nimbus_model::agent::{AgentError, AgentEvent, AgentReply, AgentRequest, EventSink};
 use nimbus_model::{Error, HostId, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// A stream of file bytes from an agent.
+pub type FileStream = BoxStream<'static, std::io::Result<Bytes>>;
+
+/// How the controller reaches one agent.
+#[async_trait]
+pub trait AgentTransport: Send + Sync {
+    async fn call(&self, request: AgentRequest) -> Result<AgentReply>;
+    /// Stream a file the agent produced (a snapshot at `location`).
+    async fn open_file(&self, location: &str) -> Result<FileStream>;
+}
+
+/// An agent behind its internal HTTP API (`nimbus agent`).
+pub struct HttpAgent {
+    base: String,
+    secret: String,
+    http: reqwest::Client,
+}
+
+impl HttpAgent {
+    pub fn new(base: &str, secret: &str) -> Self {
+        HttpAgent {
+            base: base.trim_end_matches('/').to_owned(),
+            secret: secret.to_owned(),
+            // Long enough for a slow boot or a graceful power-off; connection failures are
+            // fast regardless.
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(600))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> Error {
+        Error::Unavailable(format!(
+            "Compute host agent at {} is unreachable: {e}",
+            self.base
+        ))
+    }
+}
+
+#[async_trait]
+impl AgentTransport for HttpAgent {
+    async fn call(&self, request: AgentRequest) -> Result<AgentReply> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/call", self.base))
+            .header("authorization", format!("Bearer {}", self.secret))
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if resp.status().is_success() {
+            return resp
+                .json()
+                .await
+                .map_err(|e| Error::internal(format!("agent reply: {e}")));
+        }
+        let status = resp.status();
+        match resp.json::<AgentError>().await {
+            Ok(err) => Err(err.into()),
+            Err(_) => Err(Error::internal(format!("agent answered {status}"))),
+        }
+    }
+
+    async fn open_file(&self, location: &str) -> Result<FileStream> {
+        let resp = self
+            .http
+            .get(format!("{}/v1/files", self.base))
+            .header("authorization", format!("Bearer {}", self.secret))
+            .query(&[("location", location)])
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            return Err(match resp.json::<AgentError>().await {
+                Ok(err) => err.into(),
+                Err(_) => Error::internal(format!("agent answered {status}")),
+            });
+        }
+        Ok(resp
+            .bytes_stream()
+            .map(|r| r.map_err(std::io::Error::other))
+            .boxed())
+    }
+}
 
 /// Host id → transport.
 #[derive(Default)]
@@ -43,6 +136,19 @@ impl Control {
         EventChannel { tx }
     }
 
+    /// Apply events a remote agent posted.
+    pub async fn agent_events(&self, host: HostId, events: Vec<AgentEvent>) -> Result<()> {
+        self.inner
+            .store
+            .host_get(host)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("Unknown host {host}.")))?;
+        for e in events {
+            self.apply_agent_event(e).await;
+        }
+        Ok(())
+    }
+
     /// Make `host` reachable through `transport`.
     pub fn attach_agent(&self, host: HostId, transport: Arc<dyn AgentTransport>) {
         self.inner
@@ -62,21 +168,33 @@ impl Control {
             .remove(&host);
     }
 
-    /// Send one request to a host's agent.
-    pub(crate) async fn agent_call(
-        &self,
-        host: HostId,
-        request: AgentRequest,
-    ) -> Result<AgentReply> {
-        let transport = self
-            .inner
+    fn transport(&self, host: HostId) -> Result<Arc<dyn AgentTransport>> {
+        self.inner
             .agents
             .agents
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&host)
             .cloned()
-            .ok_or_else(|| Error::Unavailable(format!("Compute host {host} is not reachable.")))?;
-        transport.call(request).await
+            .ok_or_else(|| Error::Unavailable(format!("Compute host {host} is not reachable.")))
+    }
+
+    /// Send one request to a host's agent.
+    pub(crate) async fn agent_call(
+        &self,
+        host: HostId,
+        request: AgentRequest,
+    ) -> Result<AgentReply> {
+        self.transport(host)?.call(request).await
+    }
+
+    /// Stream a file from a host's agent.
+    pub(crate) async fn agent_file(&self, host: HostId, location: &str) -> Result<FileStream> {
+        self.transport(host)?.open_file(location).await
+    }
+
+    /// The shared secret agents and the controller authenticate each other with.
+    pub fn agent_secret(&self) -> Option<&str> {
+        self.inner.config.agent_secret.as_deref()
     }
 }

@@ -4,17 +4,26 @@
 //! while MD5 (Glance `checksum`) and SHA-512 (`os_hash_value`) are computed, then is renamed
 //! into place. Bytes are never buffered whole in memory. A blob is removed when no live image
 //! points at it any more.
+//!
+//! The rules are Glance's (glance 33, default configuration): who sees which image, which
+//! attributes are read-only or reserved, the tag and property quotas, the status machine
+//! (`queued` → `saving` → `active`, back to `queued` when an upload fails), and the list
+//! semantics of its database layer (visibility defaults, `in:` and comparison operators,
+//! property filters, key-based paging after a marker with `created_at` and `id` as
+//! tie-breakers). Messages are Glance's so the API layer can pass them through.
 
 use crate::Control;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use md5::{Digest, Md5};
 use nimbus_model::identity::Context;
-use nimbus_model::image::{Image, ImageFilter, ImageStatus, Visibility};
+use nimbus_model::image::{Image, ImageFilter, ImageStatus, OS_HIDDEN, Visibility};
 use nimbus_model::server::Server;
-use nimbus_model::time::now;
+use nimbus_model::time::{Timestamp, now};
 use nimbus_model::{Error, ImageId, ProjectId, Result};
+use serde_json::Value;
 use sha2::Sha512;
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -34,7 +43,17 @@ pub const CONTAINER_FORMATS: &[&str] = &[
     "compressed",
 ];
 
-/// Attributes a client may never set (Glance answers 403 for them).
+/// Largest image accepted (Glance `image_size_cap` default, 1 TiB).
+pub const IMAGE_SIZE_CAP: u64 = 1 << 40;
+/// Glance `image_tag_quota` default.
+pub const TAG_QUOTA: usize = 128;
+/// Glance `image_property_quota` default.
+pub const PROPERTY_QUOTA: usize = 128;
+/// The hash algorithm of `os_hash_value` (Glance `hashing_algorithm` default).
+pub const HASH_ALGO: &str = "sha512";
+
+/// Attributes a client may never write (Glance answers 403 "read-only"). `id` may be
+/// given at creation only.
 pub const READ_ONLY: &[&str] = &[
     "id",
     "status",
@@ -47,14 +66,15 @@ pub const READ_ONLY: &[&str] = &[
     "schema",
     "self",
     "direct_url",
-    "locations",
     "os_hash_algo",
     "os_hash_value",
     "stores",
-    "deleted",
-    "deleted_at",
 ];
-/// Core attributes with their own validation.
+/// Names Glance reserves (403 "reserved"), besides the `os_glance` namespace.
+pub const RESERVED: &[&str] = &["location", "locations", "deleted", "deleted_at"];
+/// Glance's reserved property namespace.
+pub const RESERVED_NAMESPACE: &str = "os_glance";
+/// Core attributes with their own validation; they can be replaced but never removed.
 pub const CORE: &[&str] = &[
     "name",
     "visibility",
@@ -66,6 +86,17 @@ pub const CORE: &[&str] = &[
     "tags",
     "owner",
     "os_hidden",
+];
+/// Sort keys Glance accepts.
+pub const SORT_KEYS: &[&str] = &[
+    "name",
+    "status",
+    "container_format",
+    "disk_format",
+    "size",
+    "id",
+    "created_at",
+    "updated_at",
 ];
 
 /// The blob store.
@@ -91,12 +122,17 @@ impl BlobStore {
     }
 }
 
+/// How many leading bytes of an upload are kept for format inspection.
+const HEAD_LEN: usize = 512;
+
 /// What an upload produced.
 #[derive(Clone, Debug)]
 pub struct BlobInfo {
     pub sha512: String,
     pub md5: String,
     pub size: u64,
+    /// The first bytes, for format inspection (virtual size).
+    pub head: Vec<u8>,
 }
 
 /// A request to create an image record (Glance `POST /v2/images`).
@@ -106,13 +142,14 @@ pub struct ImageCreate {
     pub name: Option<String>,
     pub visibility: Option<Visibility>,
     pub protected: bool,
+    pub os_hidden: bool,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
     pub min_disk: u64,
     pub min_ram: u64,
     pub tags: Vec<String>,
     pub owner: Option<ProjectId>,
-    pub properties: BTreeMap<String, serde_json::Value>,
+    pub properties: BTreeMap<String, Value>,
 }
 
 /// One change of a Glance PATCH, already parsed from JSON Patch.
@@ -121,31 +158,372 @@ pub enum ImageChange {
     /// add or replace `/attr`.
     Set {
         attr: String,
-        value: serde_json::Value,
+        value: Value,
         replace: bool,
     },
     /// remove `/attr`.
     Remove { attr: String },
 }
 
+/// A comparison operator of Glance's filter syntax (`created_at=gte:2024-01-01T00:00:00Z`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    Neq,
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+impl CmpOp {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "eq" => CmpOp::Eq,
+            "neq" => CmpOp::Neq,
+            "gt" => CmpOp::Gt,
+            "gte" => CmpOp::Gte,
+            "lt" => CmpOp::Lt,
+            "lte" => CmpOp::Lte,
+            _ => return None,
+        })
+    }
+
+    fn holds(self, o: Ordering) -> bool {
+        match self {
+            CmpOp::Eq => o == Ordering::Equal,
+            CmpOp::Neq => o != Ordering::Equal,
+            CmpOp::Gt => o == Ordering::Greater,
+            CmpOp::Gte => o != Ordering::Less,
+            CmpOp::Lt => o == Ordering::Less,
+            CmpOp::Lte => o != Ordering::Greater,
+        }
+    }
+}
+
+/// Glance's `visibility` list filter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VisibilityFilter {
+    /// No filter: every visible image except other projects' community images.
+    #[default]
+    Default,
+    /// `visibility=all`.
+    All,
+    Only(Visibility),
+}
+
+/// Glance list filters, all AND-ed. A `Vec` means "any of" (Glance's `in:` operator).
+#[derive(Clone, Debug, Default)]
+pub struct ImageListFilter {
+    pub name: Option<Vec<String>>,
+    pub id: Option<Vec<String>>,
+    pub status: Option<Vec<String>>,
+    pub disk_format: Option<Vec<String>>,
+    pub container_format: Option<Vec<String>>,
+    pub visibility: VisibilityFilter,
+    pub owner: Option<String>,
+    /// Every tag must be present.
+    pub tags: Vec<String>,
+    pub protected: Option<bool>,
+    /// Glance lists hidden images only when asked (`os_hidden=true`), and then only those.
+    pub os_hidden: bool,
+    pub size_min: Option<i64>,
+    pub size_max: Option<i64>,
+    pub size: Option<u64>,
+    pub virtual_size: Option<u64>,
+    pub min_ram: Option<u64>,
+    pub min_disk: Option<u64>,
+    pub checksum: Option<String>,
+    pub os_hash_algo: Option<String>,
+    pub os_hash_value: Option<String>,
+    pub created_at: Vec<(CmpOp, Timestamp)>,
+    pub updated_at: Vec<(CmpOp, Timestamp)>,
+    /// Free-form property equality (`?os_distro=ubuntu`).
+    pub properties: BTreeMap<String, String>,
+}
+
+fn any_of(list: &Option<Vec<String>>, v: Option<&str>) -> bool {
+    match list {
+        None => true,
+        Some(l) => v.is_some_and(|v| l.iter().any(|x| x == v)),
+    }
+}
+
+/// A property value as Glance stores it (a string).
+fn prop_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+impl ImageListFilter {
+    pub fn matches(&self, i: &Image) -> bool {
+        let eq_num = |want: Option<u64>, have: Option<u64>| want.is_none_or(|w| have == Some(w));
+        let eq_str = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| have == Some(w))
+        };
+        any_of(&self.name, i.name.as_deref())
+            && any_of(&self.id, Some(&i.id.to_string()))
+            && any_of(&self.status, Some(i.status.as_str()))
+            && any_of(&self.disk_format, i.disk_format.as_deref())
+            && any_of(&self.container_format, i.container_format.as_deref())
+            && eq_str(&self.owner, i.owner.as_ref().map(|o| o.as_str()))
+            && self.tags.iter().all(|t| i.tags.contains(t))
+            && self.protected.is_none_or(|p| i.protected == p)
+            && i.os_hidden() == self.os_hidden
+            && self
+                .size_min
+                .is_none_or(|m| i.size.is_some_and(|s| s as i128 >= m as i128))
+            && self
+                .size_max
+                .is_none_or(|m| i.size.is_some_and(|s| s as i128 <= m as i128))
+            && eq_num(self.size, i.size)
+            && eq_num(self.virtual_size, i.virtual_size)
+            && eq_num(self.min_ram, Some(i.min_ram))
+            && eq_num(self.min_disk, Some(i.min_disk))
+            && eq_str(&self.checksum, i.checksum.as_deref())
+            && eq_str(&self.os_hash_value, i.os_hash_value.as_deref())
+            && eq_str(
+                &self.os_hash_algo,
+                i.os_hash_value.as_ref().map(|_| HASH_ALGO),
+            )
+            && self
+                .created_at
+                .iter()
+                .all(|(op, t)| op.holds(i.created_at.cmp(t)))
+            && self
+                .updated_at
+                .iter()
+                .all(|(op, t)| op.holds(i.updated_at.cmp(t)))
+            && self.properties.iter().all(|(k, v)| {
+                i.properties.get(k).and_then(prop_string).as_deref() == Some(v.as_str())
+            })
+    }
+}
+
+/// A Glance image list request.
 #[derive(Clone, Debug, Default)]
 pub struct ImageListQuery {
-    pub filter: ImageFilter,
-    pub marker: Option<ImageId>,
+    pub filter: ImageListFilter,
+    /// Id of the last image of the previous page.
+    pub marker: Option<String>,
     pub limit: Option<usize>,
-    /// Glance sort keys with direction; default created_at desc.
+    /// Sort keys with their direction (`true` = descending); empty = `created_at` desc.
     pub sort: Vec<(String, bool)>,
+    /// Direction of the implicit `created_at`, `id` tie-breakers (Glance: the single
+    /// direction given, else descending).
+    pub default_desc: bool,
 }
 
 fn check_format(field: &str, value: &str, allowed: &[&str]) -> Result<()> {
     if allowed.contains(&value) {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "Invalid value '{value}' for {field}: must be one of {}",
-            allowed.join(", ")
-        )))
+        let list = allowed
+            .iter()
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(schema_error(
+            &format!(
+                "{} is not one of [None, {list}]",
+                py_repr(&Value::from(value))
+            ),
+            "enum",
+            &format!("schema['properties']['{field}']"),
+            field,
+            &Value::from(value),
+        ))
     }
+}
+
+/// Python's `repr` of a JSON value, as jsonschema prints it in Glance's 400s.
+pub fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Glance's 400 for a body that fails its JSON schema (`InvalidObject` wrapping a
+/// jsonschema `ValidationError`), naming the attribute.
+pub fn schema_error(
+    detail: &str,
+    validator: &str,
+    schema_path: &str,
+    attr: &str,
+    value: &Value,
+) -> Error {
+    Error::invalid(format!(
+        "Provided object does not match schema 'image': {detail}\n\nFailed validating '{validator}' in {schema_path}\n\nOn instance['{attr}']:\n    {}",
+        py_repr(value)
+    ))
+}
+
+fn type_error(attr: &str, value: &Value, types: &str, schema_path: &str) -> Error {
+    schema_error(
+        &format!("{} is not of type {types}", py_repr(value)),
+        "type",
+        schema_path,
+        attr,
+        value,
+    )
+}
+
+/// The pattern `kernel_id` and `ramdisk_id` must match (Glance's `schema-image.json`).
+fn is_uuid_like(s: &str) -> bool {
+    s.len() == 36 && uuid::Uuid::parse_str(s).is_ok()
+}
+
+/// Whether a client may write `attr` at all (read-only and reserved names are 403s).
+pub fn check_writable(attr: &str, creating: bool) -> Result<()> {
+    if attr == "locations" && !creating {
+        return Err(Error::Forbidden(
+            "It's not allowed to update locations if locations are invisible.".into(),
+        ));
+    }
+    if READ_ONLY.contains(&attr) && !(creating && attr == "id") {
+        return Err(Error::Forbidden(format!(
+            "Attribute '{attr}' is read-only."
+        )));
+    }
+    if RESERVED.contains(&attr) || attr.starts_with(RESERVED_NAMESPACE) {
+        return Err(Error::Forbidden(format!("Attribute '{attr}' is reserved.")));
+    }
+    Ok(())
+}
+
+/// A free-form property must be a string (the image schema's `additionalProperties`);
+/// `kernel_id` and `ramdisk_id` are null or a UUID.
+pub fn check_property(key: &str, value: &Value) -> Result<()> {
+    if key.chars().count() > 255 {
+        return Err(Error::invalid(
+            "Custom property should not be greater than 255 characters.",
+        ));
+    }
+    if key.is_empty() {
+        return Err(Error::invalid("Property names may not be empty."));
+    }
+    let path = format!("schema['properties']['{key}']");
+    match (key, value) {
+        ("kernel_id" | "ramdisk_id", Value::Null) => Ok(()),
+        ("kernel_id" | "ramdisk_id", Value::String(s)) if !is_uuid_like(s) => Err(schema_error(
+            &format!(
+                "{} does not match '^([0-9a-fA-F]){{8}}-([0-9a-fA-F]){{4}}-([0-9a-fA-F]){{4}}-([0-9a-fA-F]){{4}}-([0-9a-fA-F]){{12}}$'",
+                py_repr(value)
+            ),
+            "pattern",
+            &path,
+            key,
+            value,
+        )),
+        ("kernel_id" | "ramdisk_id", Value::String(_)) => Ok(()),
+        ("kernel_id" | "ramdisk_id", _) => Err(type_error(key, value, "'null', 'string'", &path)),
+        (_, Value::String(_)) => Ok(()),
+        _ => Err(type_error(
+            key,
+            value,
+            "'string'",
+            "schema['additionalProperties']",
+        )),
+    }
+}
+
+/// Glance's tag rules: strings of at most 255 characters, a set, at most [`TAG_QUOTA`].
+fn normalize_tags(tags: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::with_capacity(tags.len());
+    for t in tags {
+        if t.chars().count() > 255 {
+            return Err(schema_error(
+                &format!("{} is too long", py_repr(&Value::from(t.as_str()))),
+                "maxLength",
+                "schema['properties']['tags']['items']",
+                "tags",
+                &Value::from(t.as_str()),
+            ));
+        }
+        if !out.contains(t) {
+            out.push(t.clone());
+        }
+    }
+    if out.len() > TAG_QUOTA {
+        return Err(Error::PayloadTooLarge(format!(
+            "The limit has been exceeded on the number of allowed image tags. Attempted: {}, Maximum: {TAG_QUOTA}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+fn check_property_quota(i: &Image) -> Result<()> {
+    let n = i.custom_properties().count();
+    if n > PROPERTY_QUOTA {
+        return Err(Error::PayloadTooLarge(format!(
+            "The limit has been exceeded on the number of allowed image properties. Attempted: {n}, Maximum: {PROPERTY_QUOTA}"
+        )));
+    }
+    Ok(())
+}
+
+/// What format inspection of the first bytes says (only what Nimbus can recognise).
+fn detected_format(head: &[u8]) -> &'static str {
+    if head.len() >= 4 && &head[..4] == b"QFI\xfb" {
+        "qcow2"
+    } else {
+        "raw"
+    }
+}
+
+/// Glance's `require_image_format_match` check for uploads of bare containers: data that
+/// is not qcow2 may not be uploaded as `qcow2` (the one rich format Nimbus inspects). The
+/// message is Glance's; the API answers it with 415.
+pub fn format_mismatch(
+    disk_format: Option<&str>,
+    container_format: Option<&str>,
+    head: &[u8],
+) -> Option<String> {
+    if container_format != Some("bare") || head.len() < 4 {
+        return None;
+    }
+    let found = detected_format(head);
+    match disk_format {
+        Some("qcow2") if found != "qcow2" => Some(format!(
+            "Image disk_format qcow2 does not match stream data {found}"
+        )),
+        _ => None,
+    }
+}
+
+/// Glance's virtual size after an upload: the qcow2 header's size, or the byte count of a
+/// raw image; unknown for other formats and non-bare containers.
+fn virtual_size(i: &Image, info: &BlobInfo) -> Option<u64> {
+    if i.container_format.as_deref() != Some("bare") {
+        return None;
+    }
+    let found = detected_format(&info.head);
+    let v = match (i.disk_format.as_deref(), found) {
+        (Some("qcow2"), "qcow2") if info.head.len() >= 32 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&info.head[24..32]);
+            u64::from_be_bytes(b)
+        }
+        (Some("raw"), _) => info.size,
+        _ => 0,
+    };
+    (v > 0).then_some(v)
 }
 
 async fn hash_into(
@@ -158,12 +536,22 @@ async fn hash_into(
     let mut sha = Sha512::new();
     let mut md5 = Md5::new();
     let mut size = 0u64;
+    let mut head = Vec::with_capacity(HEAD_LEN);
     while let Some(chunk) = stream.next().await {
         let chunk =
             chunk.map_err(|e| Error::invalid(format!("Error reading the image data: {e}")))?;
+        size += chunk.len() as u64;
+        if size > IMAGE_SIZE_CAP {
+            return Err(Error::PayloadTooLarge(
+                "The provided image is too large.".into(),
+            ));
+        }
+        if head.len() < HEAD_LEN {
+            let take = (HEAD_LEN - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
         sha.update(&chunk);
         md5.update(&chunk);
-        size += chunk.len() as u64;
         file.write_all(&chunk)
             .await
             .map_err(|e| Error::internal(format!("write image data: {e}")))?;
@@ -178,7 +566,33 @@ async fn hash_into(
         sha512: hex::encode(sha.finalize()),
         md5: hex::encode(md5.finalize()),
         size,
+        head,
     })
+}
+
+/// Compare two images on one Glance sort key (NULLs first, as in SQL ascending order).
+fn cmp_key(a: &Image, b: &Image, key: &str) -> Ordering {
+    match key {
+        "created_at" => a.created_at.cmp(&b.created_at),
+        "updated_at" => a.updated_at.cmp(&b.updated_at),
+        "name" => a.name.cmp(&b.name),
+        "id" => a.id.cmp(&b.id),
+        "status" => a.status.as_str().cmp(b.status.as_str()),
+        "size" => a.size.cmp(&b.size),
+        "disk_format" => a.disk_format.cmp(&b.disk_format),
+        _ => a.container_format.cmp(&b.container_format),
+    }
+}
+
+fn cmp_images(a: &Image, b: &Image, sort: &[(String, bool)]) -> Ordering {
+    for (key, desc) in sort {
+        let o = cmp_key(a, b, key);
+        let o = if *desc { o.reverse() } else { o };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
 }
 
 impl Control {
@@ -190,7 +604,7 @@ impl Control {
     }
 
     fn image_owned(ctx: &Context, i: &Image) -> bool {
-        ctx.is_admin() || i.owner.as_ref() == Some(&ctx.project_id)
+        ctx.is_admin() || (ctx.can_write() && i.owner.as_ref() == Some(&ctx.project_id))
     }
 
     pub async fn image_get(&self, ctx: &Context, id: ImageId) -> Result<Image> {
@@ -211,65 +625,73 @@ impl Control {
         self.inner.store.image_get(id).await
     }
 
+    /// Glance's list: visibility rules, filters, sorting, paging after `marker`.
     pub async fn images_list(&self, ctx: &Context, q: ImageListQuery) -> Result<Vec<Image>> {
-        let viewer = if ctx.is_admin() {
-            None
-        } else {
-            Some(ctx.project_id.clone())
-        };
-        let mut images = self.inner.store.images_list(q.filter, viewer).await?;
-        let sort = if q.sort.is_empty() {
-            vec![("created_at".to_owned(), true)]
+        for (key, _) in &q.sort {
+            if !SORT_KEYS.contains(&key.as_str()) {
+                return Err(Error::invalid(format!(
+                    "Invalid sort key: {key}. It must be one of the following: {}.",
+                    SORT_KEYS.join(", ")
+                )));
+            }
+        }
+        let mut sort = if q.sort.is_empty() {
+            vec![("created_at".to_owned(), q.default_desc)]
         } else {
             q.sort
         };
-        for (key, _) in &sort {
-            if !matches!(
-                key.as_str(),
-                "created_at"
-                    | "updated_at"
-                    | "name"
-                    | "id"
-                    | "status"
-                    | "size"
-                    | "disk_format"
-                    | "container_format"
-                    | "visibility"
-                    | "min_disk"
-                    | "min_ram"
-            ) {
-                return Err(Error::invalid(format!("Invalid sort key: {key}.")));
+        for key in ["created_at", "id"] {
+            if !sort.iter().any(|(k, _)| k == key) {
+                sort.push((key.to_owned(), q.default_desc));
             }
         }
-        images.sort_by(|a, b| {
-            for (key, desc) in &sort {
-                let o = match key.as_str() {
-                    "created_at" => a.created_at.cmp(&b.created_at),
-                    "updated_at" => a.updated_at.cmp(&b.updated_at),
-                    "name" => a.name.cmp(&b.name),
-                    "id" => a.id.cmp(&b.id),
-                    "status" => a.status.as_str().cmp(b.status.as_str()),
-                    "size" => a.size.cmp(&b.size),
-                    "disk_format" => a.disk_format.cmp(&b.disk_format),
-                    "container_format" => a.container_format.cmp(&b.container_format),
-                    "visibility" => a.visibility.as_str().cmp(b.visibility.as_str()),
-                    "min_disk" => a.min_disk.cmp(&b.min_disk),
-                    _ => a.min_ram.cmp(&b.min_ram),
-                };
-                let o = if *desc { o.reverse() } else { o };
-                if o != std::cmp::Ordering::Equal {
-                    return o;
+        // The marker must exist and be visible; paging continues after its sort position
+        // even if it no longer matches the filters (Glance pages on key values).
+        let marker = match &q.marker {
+            None => None,
+            Some(m) => {
+                let missing = || Error::invalid(format!("No image found with ID {m}"));
+                let id: ImageId = m.parse().map_err(|_| missing())?;
+                let img = self
+                    .inner
+                    .store
+                    .image_get(id)
+                    .await?
+                    .filter(|i| !i.deleted)
+                    .ok_or_else(missing)?;
+                if !Self::image_visible(ctx, &img) {
+                    return Err(Error::Forbidden(format!(
+                        "Forbidding request, image {m} not visible"
+                    )));
                 }
+                Some(img)
             }
-            b.serial.cmp(&a.serial)
+        };
+        let viewer = (!ctx.is_admin()).then(|| ctx.project_id.clone());
+        let prefilter = ImageFilter {
+            ids: q
+                .filter
+                .id
+                .as_ref()
+                .map(|ids| ids.iter().filter_map(|s| s.parse().ok()).collect()),
+            ..Default::default()
+        };
+        let mut images = self.inner.store.images_list(prefilter, viewer).await?;
+        let own = |i: &Image| i.owner.as_ref() == Some(&ctx.project_id);
+        let f = &q.filter;
+        images.retain(|i| {
+            let visibility_ok = match f.visibility {
+                VisibilityFilter::All => true,
+                VisibilityFilter::Only(v) => i.visibility == v,
+                VisibilityFilter::Default => i.visibility != Visibility::Community || own(i),
+            };
+            // Shared images are visible to members only, and Nimbus has no members yet.
+            let shared_ok = ctx.is_admin() || i.visibility != Visibility::Shared || own(i);
+            i.status != ImageStatus::Killed && visibility_ok && shared_ok && f.matches(i)
         });
-        if let Some(marker) = q.marker {
-            let pos = images.iter().position(|i| i.id == marker).ok_or_else(|| {
-                Error::invalid(format!(
-                    "Invalid marker. Image {marker} could not be found."
-                ))
-            })?;
-            images.drain(..=pos);
+        images.sort_by(|a, b| cmp_images(a, b, &sort));
+        if let Some(m) = &marker {
+            images.retain(|i| cmp_images(i, m, &sort) == Ordering::Greater);
         }
         if let Some(limit) = q.limit {
             images.truncate(limit);
@@ -292,10 +714,22 @@ impl Control {
         if let Some(n) = &req.name
             && n.chars().count() > 255
         {
-            return Err(Error::invalid(
-                "Invalid value for name: must be at most 255 characters",
+            return Err(schema_error(
+                &format!("{} is too long", py_repr(&Value::from(n.as_str()))),
+                "maxLength",
+                "schema['properties']['name']",
+                "name",
+                &Value::from(n.as_str()),
             ));
         }
+        // Read-only and reserved names are refused before any value is looked at.
+        for k in req.properties.keys() {
+            check_writable(k, true)?;
+        }
+        for (k, v) in &req.properties {
+            check_property(k, v)?;
+        }
+        let tags = normalize_tags(&req.tags)?;
         let visibility = req.visibility.unwrap_or(Visibility::Shared);
         if visibility == Visibility::Public && !ctx.is_admin() {
             return Err(Error::Forbidden(
@@ -306,16 +740,13 @@ impl Control {
             Some(o) if ctx.is_admin() => Some(o),
             Some(o) if o != ctx.project_id => {
                 return Err(Error::Forbidden(
-                    "You are not permitted to create images owned by another project.".into(),
+                    "You are not authorized to complete add_image action.".into(),
                 ));
             }
             _ => Some(ctx.project_id.clone()),
         };
-        for k in req.properties.keys() {
-            if READ_ONLY.contains(&k.as_str()) {
-                return Err(Error::Forbidden(format!("Attribute '{k}' is read-only.")));
-            }
-        }
+        let mut properties = req.properties;
+        properties.insert(OS_HIDDEN.into(), Value::Bool(req.os_hidden));
         let t = now();
         let image = Image {
             id: req.id.unwrap_or_default(),
@@ -333,14 +764,15 @@ impl Control {
             os_hash_value: None,
             min_disk: req.min_disk,
             min_ram: req.min_ram,
-            tags: req.tags,
-            properties: req.properties,
+            tags,
+            properties,
             created_at: t,
             updated_at: t,
             deleted: false,
             deleted_at: None,
             generation: 1,
         };
+        check_property_quota(&image)?;
         self.inner
             .store
             .image_create(image)
@@ -383,14 +815,9 @@ impl Control {
     ) -> Result<Image> {
         let img = self.image_get(ctx, id).await?;
         if !Self::image_owned(ctx, &img) {
-            return Err(Error::Forbidden(
-                "You are not authorized to complete upload_image action.".into(),
-            ));
-        }
-        if img.disk_format.is_none() || img.container_format.is_none() {
-            return Err(Error::invalid(
-                "Properties disk_format, container_format must be set prior to saving data.",
-            ));
+            return Err(Error::Forbidden(format!(
+                "Not allowed to upload image data for image {id}"
+            )));
         }
         // queued → saving, or refuse.
         self.mutate_image(id, |i| {
@@ -402,6 +829,28 @@ impl Control {
                     "Image status transition from {} to saving is not allowed",
                     i.status.as_str()
                 )));
+            }
+            let missing: Vec<&str> = [
+                ("disk_format", i.disk_format.is_none()),
+                ("container_format", i.container_format.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(k, m)| m.then_some(k))
+            .collect();
+            match missing.len() {
+                0 => {}
+                1 => {
+                    return Err(Error::invalid(format!(
+                        "Property {} must be set prior to saving data.",
+                        missing[0]
+                    )));
+                }
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "Properties {} must be set prior to saving data.",
+                        missing.join(", ")
+                    )));
+                }
             }
             i.status = ImageStatus::Saving;
             Ok(())
@@ -443,7 +892,7 @@ impl Control {
                 }
                 i.status = ImageStatus::Active;
                 i.size = Some(info.size);
-                i.virtual_size = None;
+                i.virtual_size = virtual_size(i, &info);
                 i.checksum = Some(info.md5.clone());
                 i.os_hash_value = Some(info.sha512.clone());
                 Ok(())
@@ -455,20 +904,21 @@ impl Control {
         result
     }
 
-    /// Import a file produced by an agent (snapshot) as the image's data.
-    pub(crate) async fn image_import_file(
+    /// Import a byte stream produced by an agent (a snapshot) as the image's data.
+    pub(crate) async fn image_import_stream(
         &self,
         id: ImageId,
-        path: &Path,
+        stream: crate::agents::FileStream,
         disk_format: &str,
     ) -> Result<Image> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| Error::internal(format!("open snapshot {}: {e}", path.display())))?;
-        let stream = tokio_util_stream(file);
         let tmp = self.inner.blobs.tmp();
-        let info = hash_into(&tmp, stream).await?;
-        let _ = tokio::fs::remove_file(path).await;
+        let info = match hash_into(&tmp, stream).await {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
         let fmt = disk_format.to_owned();
         self.mutate_image(id, |i| {
             if i.disk_format.is_none() {
@@ -487,6 +937,12 @@ impl Control {
         id: ImageId,
     ) -> Result<(Image, Option<tokio::fs::File>)> {
         let img = self.image_get(ctx, id).await?;
+        if img.status == ImageStatus::Deactivated && !ctx.is_admin() {
+            return Err(Error::Forbidden(
+                "The requested image has been deactivated. Image data download is forbidden."
+                    .into(),
+            ));
+        }
         let Some(hash) = img
             .os_hash_value
             .clone()
@@ -506,7 +962,7 @@ impl Control {
         self.inner.blobs.path(hash)
     }
 
-    /// Apply Glance PATCH changes.
+    /// Apply Glance PATCH changes, all or none.
     pub async fn image_update(
         &self,
         ctx: &Context,
@@ -523,15 +979,80 @@ impl Control {
             let attr = match c {
                 ImageChange::Set { attr, .. } | ImageChange::Remove { attr } => attr,
             };
-            if READ_ONLY.contains(&attr.as_str()) {
-                return Err(Error::Forbidden(format!(
-                    "Attribute '{attr}' is read-only."
-                )));
-            }
+            check_writable(attr, false)?;
+        }
+        if changes.is_empty() {
+            return Ok(img);
         }
         self.mutate_image(id, |i| {
+            if i.deleted {
+                return Err(Error::image_not_found(id));
+            }
             for c in &changes {
                 apply_change(ctx, i, c)?;
+            }
+            check_property_quota(i)
+        })
+        .await
+    }
+
+    /// Replace every free-form property (Nova's image-metadata calls, `purge_props`).
+    pub async fn image_replace_properties(
+        &self,
+        ctx: &Context,
+        id: ImageId,
+        properties: BTreeMap<String, String>,
+    ) -> Result<Image> {
+        let img = self.image_get(ctx, id).await?;
+        let mut changes: Vec<ImageChange> = img
+            .custom_properties()
+            .filter(|(k, _)| !properties.contains_key(*k))
+            .map(|(k, _)| ImageChange::Remove { attr: k.clone() })
+            .collect();
+        changes.extend(properties.into_iter().map(|(k, v)| ImageChange::Set {
+            attr: k,
+            value: Value::String(v),
+            replace: false,
+        }));
+        self.image_update(ctx, id, changes).await
+    }
+
+    /// Glance `PUT /v2/images/{id}/tags/{tag}` (a set: adding twice is fine).
+    pub async fn image_tag_add(&self, ctx: &Context, id: ImageId, tag: &str) -> Result<Image> {
+        let img = self.image_get(ctx, id).await?;
+        if !Self::image_owned(ctx, &img) {
+            return Err(Error::Forbidden(format!(
+                "Not allowed to update tags for image {id}."
+            )));
+        }
+        self.mutate_image(id, |i| {
+            if i.deleted {
+                return Err(Error::image_not_found(id));
+            }
+            let mut tags = i.tags.clone();
+            tags.push(tag.to_owned());
+            i.tags = normalize_tags(&tags)?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Glance `DELETE /v2/images/{id}/tags/{tag}`; a missing tag is a 404.
+    pub async fn image_tag_delete(&self, ctx: &Context, id: ImageId, tag: &str) -> Result<Image> {
+        let img = self.image_get(ctx, id).await?;
+        if !Self::image_owned(ctx, &img) {
+            return Err(Error::Forbidden(format!(
+                "Not allowed to delete tags for image {id}."
+            )));
+        }
+        self.mutate_image(id, |i| {
+            if i.deleted {
+                return Err(Error::image_not_found(id));
+            }
+            let before = i.tags.len();
+            i.tags.retain(|t| t != tag);
+            if i.tags.len() == before {
+                return Err(Error::not_found("The resource could not be found."));
             }
             Ok(())
         })
@@ -545,15 +1066,16 @@ impl Control {
                 "You are not authorized to complete delete_image action.".into(),
             ));
         }
-        if img.protected {
-            return Err(Error::Forbidden(format!(
-                "Image {id} is protected and cannot be deleted."
-            )));
-        }
         let gone = self
             .mutate_image(id, |i| {
                 if i.deleted {
                     return Err(Error::image_not_found(id));
+                }
+                // Checked on the fresh record so a concurrent "protect" wins.
+                if i.protected {
+                    return Err(Error::Forbidden(format!(
+                        "Image {id} is protected and cannot be deleted."
+                    )));
                 }
                 i.deleted = true;
                 i.deleted_at = Some(now());
@@ -589,7 +1111,7 @@ impl Control {
             Some(id) => self.inner.store.image_get(id).await?,
             None => None,
         };
-        let mut properties: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut properties: BTreeMap<String, Value> = BTreeMap::new();
         if let Some(b) = &base {
             // Inherit the base image's properties (Nova does, minus a few).
             for (k, v) in &b.properties {
@@ -605,6 +1127,8 @@ impl Control {
         for (k, v) in metadata {
             properties.insert(k, v.into());
         }
+        // A snapshot is never hidden just because its base image was.
+        properties.insert(OS_HIDDEN.into(), Value::Bool(false));
         let t = now();
         let image = Image {
             id: ImageId::new(),
@@ -652,31 +1176,22 @@ impl Control {
     }
 }
 
-/// Read a file as a stream of chunks.
-fn tokio_util_stream(
-    file: tokio::fs::File,
-) -> impl Stream<Item = std::io::Result<Bytes>> + Send + Unpin {
-    use tokio::io::AsyncReadExt;
-    Box::pin(futures::stream::unfold(Some(file), |state| async move {
-        let mut file = state?;
-        let mut buf = vec![0u8; 256 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((Ok(Bytes::from(buf)), Some(file)))
-            }
-            Err(e) => Some((Err(e), None)),
-        }
-    }))
-}
+/// A non-negative JSON integer (Glance's schema says `integer`; the domain refuses
+/// negatives).
+fn as_u64(attr: &str, v: &Value) -> Result<u64> {
+    match v {
+        Value::Number(n) if n.is_u64() => Ok(n.as_u64().unwrap_or(0)),
+        Value::Number(n) if n.is_i64() => Err(Error::invalid(format!(
+            "Invalid value '{n}' for parameter '{attr}': Cannot be a negative value."
+        ))),
+        other => Err(type_error(
+            attr,
+            other,
+            "'integer'",
+            &format!("schema['properties']['{attr}']"),
+        )),
+    }
 
-fn as_u64(attr: &str, v: &serde_json::Value) -> Result<u64> {
-    v.as_u64().ok_or_else(|| {
-        Error::invalid(format!(
-            "Invalid value for {attr}: must be a non-negative integer"
-        ))
-    })
 }
 
 fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
@@ -688,18 +1203,39 @@ fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
         } => match attr.as_str() {
             "name" => {
                 i.name = match value {
-                    serde_json::Value::Null => None,
-                    serde_json::Value::String(s) if s.chars().count() <= 255 => Some(s.clone()),
-                    _ => {
-                        return Err(Error::invalid(
-                            "Invalid value for name: must be a string of at most 255 characters",
+                    Value::Null => None,
+                    Value::String(s) if s.chars().count() <= 255 => Some(s.clone()),
+                    Value::String(_) => {
+                        return Err(schema_error(
+                            &format!("{} is too long", py_repr(value)),
+                            "maxLength",
+                            "schema['properties']['name']",
+                            "name",
+                            value,
+                        ));
+                    }
+                    other => {
+                        return Err(type_error(
+                            "name",
+                            other,
+                            "'null', 'string'",
+                            "schema['properties']['name']",
                         ));
                     }
                 }
             }
             "visibility" => {
                 let v = value.as_str().and_then(Visibility::parse).ok_or_else(|| {
-                    Error::invalid("Invalid value for visibility: must be one of public, private, shared, community")
+                    schema_error(
+                        &format!(
+                            "{} is not one of ['community', 'public', 'private', 'shared']",
+                            py_repr(value)
+                        ),
+                        "enum",
+                        "schema['properties']['visibility']",
+                        "visibility",
+                        value,
+                    )
                 })?;
                 if v == Visibility::Public && !ctx.is_admin() {
                     return Err(Error::Forbidden(
@@ -708,26 +1244,51 @@ fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
                 }
                 i.visibility = v;
             }
-            "protected" => {
-                i.protected = value.as_bool().ok_or_else(|| {
-                    Error::invalid("Invalid value for protected: must be a boolean")
-                })?
+            "protected" | "os_hidden" => {
+                let b = value.as_bool().ok_or_else(|| {
+                    type_error(
+                        attr,
+                        value,
+                        "'boolean'",
+                        &format!("schema['properties']['{attr}']"),
+                    )
+                })?;
+                if attr == "protected" {
+                    i.protected = b;
+                } else {
+                    i.properties.insert(OS_HIDDEN.into(), Value::Bool(b));
+                }
             }
             "disk_format" | "container_format" => {
-                if i.status != ImageStatus::Queued {
+                let allowed = if attr == "disk_format" {
+                    DISK_FORMATS
+                } else {
+                    CONTAINER_FORMATS
+                };
+                let new = match value {
+                    Value::Null => None,
+                    Value::String(s) => {
+                        check_format(attr, s, allowed)?;
+                        Some(s.clone())
+                    }
+                    other => {
+                        return Err(type_error(
+                            attr,
+                            other,
+                            "'null', 'string'",
+                            &format!("schema['properties']['{attr}']"),
+                        ));
+                    }
+                };
+                if !matches!(i.status, ImageStatus::Queued | ImageStatus::Importing) {
                     return Err(Error::Forbidden(format!(
                         "Attribute {attr} can be only replaced for a queued image."
                     )));
                 }
-                let s = value
-                    .as_str()
-                    .ok_or_else(|| Error::invalid(format!("Invalid value for {attr}")))?;
                 if attr == "disk_format" {
-                    check_format(attr, s, DISK_FORMATS)?;
-                    i.disk_format = Some(s.to_owned());
+                    i.disk_format = new;
                 } else {
-                    check_format(attr, s, CONTAINER_FORMATS)?;
-                    i.container_format = Some(s.to_owned());
+                    i.container_format = new;
                 }
             }
             "min_disk" => i.min_disk = as_u64(attr, value)?,
@@ -741,29 +1302,40 @@ fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
                             .collect::<Option<Vec<_>>>()
                     })
                     .ok_or_else(|| {
-                        Error::invalid("Invalid value for tags: must be a list of strings")
+                        type_error(
+                            "tags",
+                            value,
+                            "'array' of 'string'",
+                            "schema['properties']['tags']",
+                        )
                     })?;
-                i.tags = tags;
+                i.tags = normalize_tags(&tags)?;
             }
             "owner" => {
                 if !ctx.is_admin() {
-                    return Err(Error::Forbidden("Attribute 'owner' is reserved.".into()));
+                    return Err(Error::Forbidden(
+                        "Owner can't be updated by non admin.".into(),
+                    ));
                 }
-                i.owner = value.as_str().map(ProjectId::from);
-            }
-            "os_hidden" => {
-                i.properties.insert(attr.clone(), value.clone());
+                i.owner = match value {
+                    Value::Null => None,
+                    Value::String(s) if s.chars().count() <= 255 => {
+                        Some(ProjectId::from(s.clone()))
+                    }
+                    other => {
+                        return Err(type_error(
+                            "owner",
+                            other,
+                            "'null', 'string'",
+                            "schema['properties']['owner']",
+                        ));
+                    }
+                };
             }
             prop => {
+                check_property(prop, value)?;
                 if *replace && !i.properties.contains_key(prop) {
                     return Err(Error::Conflict(format!("Property {prop} does not exist.")));
-                }
-                let ok =
-                    value.is_string() || value.is_null() || value.is_boolean() || value.is_number();
-                if !ok {
-                    return Err(Error::invalid(format!(
-                        "Invalid value for {prop}: must be a string"
-                    )));
                 }
                 i.properties.insert(prop.to_owned(), value.clone());
             }
@@ -771,7 +1343,7 @@ fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {
         ImageChange::Remove { attr } => {
             if CORE.contains(&attr.as_str()) {
                 return Err(Error::Forbidden(format!(
-                    "Properties {attr} cannot be removed."
+                    "Property {attr} may not be removed."
                 )));
             }
             if i.properties.remove(attr).is_none() {
@@ -804,7 +1376,59 @@ mod tests {
             info.sha512
                 .starts_with("309ecc489c12d6eb4cc40f50c902f2b4d0ed77ee511a7c7a9bcd3ca86d4cd86f")
         );
+        assert_eq!(info.head, b"hello world");
         assert_eq!(std::fs::read(&tmp).unwrap(), b"hello world");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn operators_and_formats() {
+        assert!(CmpOp::parse("gte").unwrap().holds(Ordering::Equal));
+        assert!(!CmpOp::parse("gt").unwrap().holds(Ordering::Equal));
+        assert!(CmpOp::parse("neq").unwrap().holds(Ordering::Less));
+        assert_eq!(CmpOp::parse("in"), None);
+        let mut qcow = b"QFI\xfb".to_vec();
+        qcow.extend_from_slice(&[0; 28]);
+        assert_eq!(
+            format_mismatch(Some("qcow2"), Some("bare"), b"plain bytes"),
+            Some("Image disk_format qcow2 does not match stream data raw".into())
+        );
+        assert_eq!(format_mismatch(Some("qcow2"), Some("bare"), &qcow), None);
+        assert_eq!(format_mismatch(Some("raw"), Some("bare"), &qcow), None);
+        assert_eq!(format_mismatch(Some("qcow2"), Some("ovf"), b"xxxx"), None);
+    }
+
+    #[test]
+    fn property_rules() {
+        assert!(check_property("os_distro", &Value::from("ubuntu")).is_ok());
+        let e = check_property("os_distro", &Value::from(5)).unwrap_err();
+        assert!(e.to_string().contains("5 is not of type 'string'"), "{e}");
+        assert!(e.to_string().contains("instance['os_distro']"), "{e}");
+        assert!(check_property("kernel_id", &Value::Null).is_ok());
+        assert!(check_property("kernel_id", &Value::from("nope")).is_err());
+        assert!(matches!(
+            check_writable("checksum", true),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(check_writable("id", true).is_ok());
+        assert!(matches!(
+            check_writable("id", false),
+            Err(Error::Forbidden(_))
+        ));
+        assert!(matches!(
+            check_writable("os_glance_x", true),
+            Err(Error::Forbidden(m)) if m.contains("reserved")
+        ));
+        let tags: Vec<String> = vec!["a".into(), "b".into(), "a".into()];
+        assert_eq!(normalize_tags(&tags).unwrap(), vec!["a", "b"]);
+        let many: Vec<String> = (0..129).map(|n| n.to_string()).collect();
+        assert!(matches!(
+            normalize_tags(&many),
+            Err(Error::PayloadTooLarge(_))
+        ));
+        assert_eq!(
+            py_repr(&serde_json::json!([1, "a", null, true])),
+            "[1, 'a', None, True]"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! Deviation: Nova before microversion 2.92 generates a key pair when no public key is sent;
 //! Nimbus never generates private keys (OpenStackClient generates them client-side and
 //! imports the public half, which is what Nova itself requires from 2.92). A request without
-//! a public key gets a 400 saying so. See docs/dialects/openstack.md.
+//! a public key gets a 400 saying so. See docs/dialects/openstack-compute.md.
 
 use crate::Control;
 use base64::Engine as _;
@@ -163,6 +163,31 @@ impl Control {
         self.inner.store.keypairs_list(owner).await
     }
 
+    /// One page of a user's key pairs by name (microversion 2.35): those after `marker`
+    /// (a key pair name, which must exist), at most `limit`.
+    pub async fn keypairs_page(
+        &self,
+        ctx: &Context,
+        user: Option<UserId>,
+        limit: Option<usize>,
+        marker: Option<&str>,
+    ) -> Result<Vec<KeyPair>> {
+        let all = self.keypairs_list(ctx, user).await?;
+        let start = match marker {
+            None => 0,
+            Some(m) => {
+                all.iter()
+                    .position(|k| k.name == m)
+                    .ok_or_else(|| Error::invalid(format!("Marker {m} could not be found.")))?
+                    + 1
+            }
+        };
+        let limit = limit
+            .unwrap_or(self.inner.config.max_limit)
+            .min(self.inner.config.max_limit);
+        Ok(all.into_iter().skip(start).take(limit).collect())
+    }
+
     pub async fn keypair_get(
         &self,
         ctx: &Context,
@@ -172,11 +197,9 @@ impl Control {
         let owner = Self::keypair_owner(ctx, user)?;
         self.inner
             .store
-            .keypair_get(owner, name.to_owned())
+            .keypair_get(owner.clone(), name.to_owned())
             .await?
-            .ok_or_else(|| {
-                Error::not_found(format!("Keypair {name} not found for user {}", ctx.user_id))
-            })
+            .ok_or_else(|| Error::not_found(format!("Keypair {name} not found for user {owner}")))
     }
 
     pub async fn keypair_delete(

@@ -21,6 +21,7 @@ pub mod server_groups;
 pub mod servers;
 pub mod stats;
 pub mod volumes;
+pub mod usage;
 
 use nimbus_model::quota::QuotaSet;
 use nimbus_model::server::Server;
@@ -70,6 +71,9 @@ pub struct Config {
     pub stats_retention: Duration,
     /// Capacity of the `default` storage pool created on first start.
     pub default_pool_gb: u64,
+    /// Shared secret of the internal API between controller and agents. `None` disables
+    /// remote agents.
+    pub agent_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             stats_period: Duration::from_secs(10),
             stats_retention: Duration::from_secs(6 * 3600),
             default_pool_gb: 1000,
+            agent_secret: None,
         }
     }
 }
@@ -146,6 +151,7 @@ impl Control {
     pub async fn start(&self) -> Result<()> {
         self.ensure_public_network().await?;
         self.ensure_default_pool().await?;
+        self.attach_known_remote_hosts().await?;
         self.activate_pending_networks().await?;
         self.engine_start().await?;
         reconcile::spawn_all(self.clone());

@@ -1,7 +1,7 @@
 //! The scheduler: filter hosts, weigh the survivors, and claim capacity atomically on the
 //! best one (falling through to the next if a concurrent claim won the race).
 //!
-//! Filters: enabled and up, availability zone, forced host, capacity with allocation
+//! Filters: enabled, up and not forced down, availability zone, forced host, capacity with allocation
 //! ratios, hard server-group policies (re-checked inside the claim transaction).
 //! Weigher: most free RAM first (spread), with soft group policies as preferences.
 
@@ -30,10 +30,11 @@ pub fn rank_hosts(
     forced: Option<&str>,
     group_hosts: &[HostId],
     policy: Option<GroupPolicy>,
+    max_per_host: u32,
 ) -> Vec<Host> {
     let mut ok: Vec<&HostUsage> = hosts
         .iter()
-        .filter(|h| h.host.enabled && h.host.up)
+        .filter(|h| h.host.enabled && h.host.up && !h.host.forced_down)
         .filter(|h| zone.is_none_or(|z| h.host.availability_zone == z))
         .filter(|h| forced.is_none_or(|f| h.host.name == f))
         .filter(|h| h.host.fits(h.used, want))
@@ -41,7 +42,10 @@ pub fn rank_hosts(
             Some(GroupPolicy::Affinity) => {
                 group_hosts.is_empty() || group_hosts.contains(&h.host.id)
             }
-            Some(GroupPolicy::AntiAffinity) => !group_hosts.contains(&h.host.id),
+            // `max_server_per_host` (2.64 rules; 1 by default) members may share a host.
+            Some(GroupPolicy::AntiAffinity) => {
+                group_hosts.iter().filter(|g| **g == h.host.id).count() < max_per_host as usize
+            }
             _ => true,
         })
         .collect();
@@ -92,6 +96,10 @@ impl Control {
             forced,
             &group_hosts,
             policy,
+            group
+                .as_ref()
+                .and_then(|g| g.max_server_per_host)
+                .unwrap_or(1),
         );
         let constraint = group.as_ref().and_then(|g| match g.policy {
             GroupPolicy::Affinity => Some(GroupConstraint::Affinity(g.id)),
@@ -160,6 +168,7 @@ mod tests {
                 enabled: true,
                 disabled_reason: None,
                 up: true,
+                forced_down: false,
                 last_heartbeat: None,
                 capabilities: serde_json::Value::Null,
                 created_at: now(),
@@ -191,7 +200,7 @@ mod tests {
             disk_gb: 1,
         };
         assert_eq!(
-            names(rank_hosts(&hosts, want, None, None, &[], None)),
+            names(rank_hosts(&hosts, want, None, None, &[], None, 1)),
             ["b", "c", "a"]
         );
         // a lacks room for 2 GiB.
@@ -201,7 +210,7 @@ mod tests {
             disk_gb: 1,
         };
         assert_eq!(
-            names(rank_hosts(&hosts, big, None, None, &[], None)),
+            names(rank_hosts(&hosts, big, None, None, &[], None, 1)),
             ["b", "c"]
         );
     }
@@ -222,19 +231,33 @@ mod tests {
             disk_gb: 0,
         };
         assert_eq!(
-            names(rank_hosts(&hosts, want, None, None, &[], None)),
+            names(rank_hosts(&hosts, want, None, None, &[], None, 1)),
             ["b"]
         );
         assert_eq!(
-            names(rank_hosts(&hosts, want, Some("nova"), None, &[], None)),
+            names(rank_hosts(&hosts, want, Some("nova"), None, &[], None, 1)),
             Vec::<String>::new()
         );
         assert_eq!(
-            names(rank_hosts(&hosts, want, Some("edge"), Some("b"), &[], None)),
+            names(rank_hosts(
+                &hosts,
+                want,
+                Some("edge"),
+                Some("b"),
+                &[],
+                None,
+                1
+            )),
             ["b"]
         );
         assert_eq!(
-            names(rank_hosts(&hosts, want, None, Some("zzz"), &[], None)),
+            names(rank_hosts(&hosts, want, None, Some("zzz"), &[], None, 1)),
+            Vec::<String>::new()
+        );
+        // A forced-down host is skipped even if its record still says up.
+        hosts[1].host.forced_down = true;
+        assert_eq!(
+            names(rank_hosts(&hosts, want, None, None, &[], None, 1)),
             Vec::<String>::new()
         );
     }
@@ -259,7 +282,8 @@ mod tests {
                 None,
                 None,
                 &[b],
-                Some(GroupPolicy::Affinity)
+                Some(GroupPolicy::Affinity),
+                1
             )),
             ["b"]
         );
@@ -270,7 +294,8 @@ mod tests {
                 None,
                 None,
                 &[b],
-                Some(GroupPolicy::AntiAffinity)
+                Some(GroupPolicy::AntiAffinity),
+                1
             )),
             ["a", "c"]
         );
@@ -281,7 +306,8 @@ mod tests {
                 None,
                 None,
                 &[b],
-                Some(GroupPolicy::SoftAffinity)
+                Some(GroupPolicy::SoftAffinity),
+                1
             )),
             ["b", "a", "c"]
         );
@@ -292,7 +318,8 @@ mod tests {
                 None,
                 None,
                 &[b],
-                Some(GroupPolicy::SoftAntiAffinity)
+                Some(GroupPolicy::SoftAntiAffinity),
+                1
             )),
             ["a", "c", "b"]
         );
@@ -303,9 +330,35 @@ mod tests {
                 None,
                 None,
                 &[],
-                Some(GroupPolicy::Affinity)
+                Some(GroupPolicy::Affinity),
+                1
             )),
             ["a", "b", "c"]
+        );
+        // max_server_per_host 2: b (one member) still takes another, not a third.
+        assert_eq!(
+            names(rank_hosts(
+                &hosts,
+                want,
+                None,
+                None,
+                &[b],
+                Some(GroupPolicy::AntiAffinity),
+                2
+            )),
+            ["a", "b", "c"]
+        );
+        assert_eq!(
+            names(rank_hosts(
+                &hosts,
+                want,
+                None,
+                None,
+                &[b, b],
+                Some(GroupPolicy::AntiAffinity),
+                2
+            )),
+            ["a", "c"]
         );
     }
 

@@ -65,13 +65,30 @@ impl Control {
             .await
     }
 
+    /// A group by id. Like Nova (whose policy check runs after the lookup), another
+    /// project's group is a 403, not a 404.
     pub async fn server_group_get(&self, ctx: &Context, id: ServerGroupId) -> Result<ServerGroup> {
-        self.inner
+        self.server_group_get_for(ctx, id, "show").await
+    }
+
+    async fn server_group_get_for(
+        &self,
+        ctx: &Context,
+        id: ServerGroupId,
+        action: &str,
+    ) -> Result<ServerGroup> {
+        let group = self
+            .inner
             .store
             .server_group_get(id)
             .await?
-            .filter(|g| g.project_id == ctx.project_id || ctx.is_admin())
-            .ok_or_else(|| Error::not_found(format!("Instance group {id} could not be found.")))
+            .ok_or_else(|| Error::not_found(format!("Instance group {id} could not be found.")))?;
+        if group.project_id != ctx.project_id && !ctx.is_admin() {
+            return Err(Error::Forbidden(format!(
+                "Policy doesn't allow os_compute_api:os-server-groups:{action} to be performed."
+            )));
+        }
+        Ok(group)
     }
 
     pub async fn server_groups_list(
@@ -88,14 +105,18 @@ impl Control {
     }
 
     pub async fn server_group_delete(&self, ctx: &Context, id: ServerGroupId) -> Result<()> {
-        self.server_group_get(ctx, id).await?;
+        self.server_group_get_for(ctx, id, "delete").await?;
         if !ctx.can_write() {
             return Err(Error::Forbidden(
                 "Policy doesn't allow os_compute_api:os-server-groups:delete to be performed."
                     .into(),
             ));
         }
-        self.inner.store.server_group_delete(id).await?;
+        if !self.inner.store.server_group_delete(id).await? {
+            return Err(Error::not_found(format!(
+                "Instance group {id} could not be found."
+            )));
+        }
         Ok(())
     }
 }

@@ -772,6 +772,11 @@ impl Control {
             if Self::check(ctx, &server, action)? == Decision::Ignore {
                 return Ok((server, None));
             }
+            // Work for a host that is down would only wait for it; refuse now. Deletes go
+            // ahead (locally, like Nova's local delete).
+            if !matches!(action, Action::Delete | Action::ForceDelete) {
+                self.require_host_up(&server).await?;
+            }
             change(&mut server)?;
             server.updated_at = now();
             let op = self.new_operation(ctx, &server, op_name, params.clone());
@@ -1160,6 +1165,17 @@ impl Control {
                 }
             }
         })
+    }
+
+    async fn require_host_up(&self, s: &Server) -> Result<()> {
+        let Some(h) = s.host_id else { return Ok(()) };
+        match self.inner.store.host_get(h).await? {
+            Some(host) if !host.up => Err(Error::Conflict(format!(
+                "Compute host {} of instance {} is down; the action cannot be performed now.",
+                host.name, s.id
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Record an action that completes in the API (lock, unlock, ...) in the action log.
@@ -1858,6 +1874,11 @@ async fn destroy(c: &Control, op: &Operation) -> Result<Flow> {
         };
         match c.agent_call(host, request).await {
             Ok(_) | Err(Error::NotFound(_)) => {}
+            // The host is down: delete locally. When its agent registers again, the
+            // controller destroys guests it no longer has records of (hosts.rs).
+            Err(Error::Unavailable(m)) if !host_is_up(c, host).await => {
+                tracing::warn!(server = %s.id, error = %m, "host down: deleting locally");
+            }
             Err(e) => return Err(e),
         }
     }
@@ -1923,6 +1944,10 @@ async fn delete_release(c: &Control, op: &Operation) -> Result<Flow> {
     c.inner.store.nics_release(op.server_id).await?;
     c.inner.store.volumes_detach_server(op.server_id).await?;
     release_claim(c, op).await
+}
+
+async fn host_is_up(c: &Control, host: HostId) -> bool {
+    matches!(c.inner.store.host_get(host).await, Ok(Some(h)) if h.up)
 }
 
 async fn mark_deleted(c: &Control, op: &Operation) -> Result<Flow> {
@@ -2308,8 +2333,21 @@ async fn snapshot(c: &Control, op: &Operation) -> Result<Flow> {
         } => (location, disk_format),
         other => return Err(Error::internal(format!("unexpected agent reply {other:?}"))),
     };
-    c.image_import_file(image_id, std::path::Path::new(&location), &disk_format)
-        .await?;
+    // Stream the file from the agent (local or remote) into the image store, then let the
+    // agent drop it.
+    let bytes = c.agent_file(host, &location).await?;
+    c.image_import_stream(image_id, bytes, &disk_format).await?;
+    if let Err(e) = c
+        .agent_call(
+            host,
+            AgentRequest::RemoveFile {
+                location: location.clone(),
+            },
+        )
+        .await
+    {
+        tracing::warn!(%location, error = %e, "agent kept a snapshot file");
+    }
     c.finish_state(op, |srv| srv.task_state = None).await
 }
 

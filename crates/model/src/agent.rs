@@ -148,6 +148,11 @@ pub enum AgentRequest {
         mac: String,
         profile: String,
     },
+    /// Remove a file the agent produced (a snapshot) once the controller has imported it.
+    /// Idempotent.
+    RemoveFile {
+        location: String,
+    },
     /// Every server the host runs, with its observed power state.
     ListInstances,
     /// The controller's records place this server on the host but the agent does not know
@@ -315,12 +320,6 @@ impl From<AgentError> for Error {
             _ => Error::Internal(e.message),
         }
     }
-}
-
-/// How the controller reaches one agent (in-process or over HTTP).
-#[async_trait]
-pub trait AgentTransport: Send + Sync {
-    async fn call(&self, request: AgentRequest) -> Result<AgentReply, Error>;
 }
 
 /// Where an agent reports events (the controller implements it).

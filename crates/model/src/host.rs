@@ -24,8 +24,12 @@ pub struct Host {
     /// Admin switch (os-services `status`: enabled/disabled).
     pub enabled: bool,
     pub disabled_reason: Option<String>,
-    /// Liveness, from heartbeats (os-services `state`: up/down).
+    /// Liveness, from heartbeats (os-services `state`: up/down). False while forced down.
     pub up: bool,
+    /// Operator override (os-services `forced_down`): the host counts as down whatever its
+    /// heartbeats say, so the scheduler skips it.
+    #[serde(default)]
+    pub forced_down: bool,
     pub last_heartbeat: Option<Timestamp>,
     /// Free-form capabilities the agent reported (accelerator, QEMU version, ...).
     pub capabilities: serde_json::Value,
@@ -101,6 +105,7 @@ mod tests {
             enabled: true,
             disabled_reason: None,
             up: true,
+            forced_down: false,
             last_heartbeat: None,
             capabilities: serde_json::Value::Null,
             created_at: crate::time::now(),

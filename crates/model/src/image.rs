@@ -114,7 +114,30 @@ pub struct Image {
     pub generation: i64,
 }
 
-/// Filters for listing images.
+/// The property key under which Glance's `os_hidden` flag is kept (it is a core attribute
+/// in Glance, but the record keeps it among the properties so the stored shape stays put).
+pub const OS_HIDDEN: &str = "os_hidden";
+
+impl Image {
+    /// Glance `os_hidden`: hidden images stay out of the default list.
+    pub fn os_hidden(&self) -> bool {
+        self.properties
+            .get(OS_HIDDEN)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// The free-form ("additional") properties a client set, without the core attributes
+    /// that live in the property map.
+    pub fn custom_properties(&self) -> impl Iterator<Item = (&String, &serde_json::Value)> {
+        self.properties
+            .iter()
+            .filter(|(k, _)| k.as_str() != OS_HIDDEN)
+    }
+}
+
+/// Coarse filters the store applies when listing images (the control layer refines them
+/// with Glance's full filter semantics).
 #[derive(Clone, Debug, Default)]
 pub struct ImageFilter {
     pub name: Option<String>,

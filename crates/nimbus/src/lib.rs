@@ -3,7 +3,9 @@
 //! [`start`] is what `nimbus serve` runs and what every integration test runs (on port 0
 //! with its own database), so the tests exercise the real wiring.
 
+pub mod agent;
 pub mod cloudsyaml;
+pub mod local_agent;
 
 use anyhow::Context as _;
 use nimbus_agent::Agent;
@@ -127,7 +129,11 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
                 Arc::new(control.event_channel()),
             );
             control
-                .register_agent("local", Arc::new(agent), cfg.host.clone())
+                .register_agent(
+                    "local",
+                    Arc::new(local_agent::LocalAgent(agent)),
+                    cfg.host.clone(),
+                )
                 .await?;
             tracing::info!(
                 driver = "fake",

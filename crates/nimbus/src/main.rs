@@ -23,6 +23,58 @@ struct Cli {
 enum Command {
     /// Run the service (API, control, in-process agent).
     Serve(ServeArgs),
+    /// Run a compute agent for a remote controller.
+    Agent(AgentArgs),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The controller's base URL.
+    #[arg(long, env = "NIMBUS_CONTROLLER")]
+    controller: String,
+    /// Address to listen on for the controller.
+    #[arg(long, env = "NIMBUS_AGENT_LISTEN", default_value = "127.0.0.1:8775")]
+    listen: std::net::SocketAddr,
+    /// URL the controller uses to reach this agent (default: from --listen).
+    #[arg(long, env = "NIMBUS_AGENT_ADVERTISE")]
+    advertise: Option<String>,
+    /// Shared secret with the controller (same as its --agent-secret).
+    #[arg(long, env = "NIMBUS_AGENT_SECRET")]
+    secret: String,
+    /// Host name reported to the controller (unique per agent).
+    #[arg(long, env = "NIMBUS_AGENT_NAME")]
+    name: Option<String>,
+    /// Where the agent keeps its files.
+    #[arg(
+        long,
+        env = "NIMBUS_AGENT_DATA_DIR",
+        default_value = "nimbus-agent-data"
+    )]
+    data_dir: PathBuf,
+    /// Hypervisor driver.
+    #[arg(long, env = "NIMBUS_DRIVER", default_value = "fake")]
+    driver: String,
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    fake_spawn_delay: Duration,
+    #[arg(long, default_value = "200ms", value_parser = parse_duration)]
+    fake_action_delay: Duration,
+    #[arg(long, default_value_t = 64)]
+    host_vcpus: u32,
+    #[arg(long, default_value_t = 256 * 1024)]
+    host_ram_mb: u64,
+    #[arg(long, default_value_t = 10_000)]
+    host_disk_gb: u64,
+    #[arg(long, default_value_t = 16.0)]
+    cpu_allocation_ratio: f64,
+    #[arg(long, default_value_t = 1.5)]
+    ram_allocation_ratio: f64,
+    #[arg(long, default_value_t = 1.0)]
+    disk_allocation_ratio: f64,
+    #[arg(long, default_value = "nova")]
+    availability_zone: String,
+    /// How often to heart-beat.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    heartbeat_interval: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -87,6 +139,13 @@ struct ServeArgs {
     /// Don't write clouds.yaml.
     #[arg(long)]
     no_clouds_yaml: bool,
+    /// Shared secret for remote agents (`nimbus agent --secret`); without it only the
+    /// in-process agent runs.
+    #[arg(long, env = "NIMBUS_AGENT_SECRET")]
+    agent_secret: Option<String>,
+    /// A remote host is down after this long without a heartbeat.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    service_down_time: Duration,
 }
 
 fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -120,6 +179,8 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     cfg.host.ram_allocation_ratio = a.ram_allocation_ratio;
     cfg.host.disk_allocation_ratio = a.disk_allocation_ratio;
     cfg.control.reclaim_interval = a.reclaim_interval;
+    cfg.control.agent_secret = a.agent_secret;
+    cfg.control.service_down_time = a.service_down_time;
     cfg.control.token_ttl = a.token_ttl;
     Ok(cfg)
 }
@@ -160,6 +221,44 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Agent(a) => {
+            if a.driver != "fake" {
+                anyhow::bail!("unknown driver '{}' (available: fake)", a.driver);
+            }
+            let mut fake = nimbus_agent::fake::FakeConfig {
+                spawn_delay: a.fake_spawn_delay,
+                action_delay: a.fake_action_delay,
+                vcpus: a.host_vcpus,
+                ram_mb: a.host_ram_mb,
+                disk_gb: a.host_disk_gb,
+                ..Default::default()
+            };
+            fake.host_name = a.name.clone().unwrap_or_else(hostname);
+            let cfg = nimbus::agent::AgentConfig {
+                controller: a.controller,
+                listen: a.listen,
+                advertise: a.advertise,
+                secret: a.secret,
+                data_dir: a.data_dir,
+                fake,
+                host: nimbus_control::hosts::HostOptions {
+                    cpu_allocation_ratio: a.cpu_allocation_ratio,
+                    ram_allocation_ratio: a.ram_allocation_ratio,
+                    disk_allocation_ratio: a.disk_allocation_ratio,
+                    availability_zone: a.availability_zone,
+                },
+                heartbeat_interval: a.heartbeat_interval,
+            };
+            let running = nimbus::agent::start(cfg).await?;
+            tracing::info!(url = %running.url, driver = "fake", "nimbus agent is serving");
+            let stop = running.stop_handle();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            });
+            running.wait().await?;
+            Ok(())
+        }
         Command::Serve(args) => {
             let started = std::time::Instant::now();
             let cfg = serve_config(args)?;

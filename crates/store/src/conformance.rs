@@ -143,6 +143,7 @@ pub fn host(name: &str, vcpus: u32, ram_mb: u64) -> Host {
         enabled: true,
         disabled_reason: None,
         up: true,
+        forced_down: false,
         last_heartbeat: None,
         capabilities: serde_json::Value::Null,
         created_at: now(),
@@ -568,6 +569,14 @@ pub async fn claims_never_overcommit(store: Arc<dyn Store>) {
     let mut off = store.host_get(h2.id).await.unwrap().unwrap();
     off.enabled = false;
     assert!(store.host_update(off).await.unwrap());
+    assert_eq!(
+        store.claim(c(small)).await.unwrap(),
+        ClaimOutcome::NoCapacity
+    );
+    // A deleted host is gone, and takes nothing either.
+    assert!(store.host_delete(h2.id).await.unwrap());
+    assert!(!store.host_delete(h2.id).await.unwrap());
+    assert!(store.host_get(h2.id).await.unwrap().is_none());
     assert_eq!(
         store.claim(c(small)).await.unwrap(),
         ClaimOutcome::NoCapacity

@@ -45,6 +45,9 @@ pub trait HostStore: Send + Sync {
     async fn hosts_list(&self) -> Result<Vec<Host>>;
     /// Replace the stored record; `false` if it is gone.
     async fn host_update(&self, host: Host) -> Result<bool>;
+    /// Remove a host record (os-services delete); `false` if it was not there. The caller
+    /// makes sure no server is placed on it.
+    async fn host_delete(&self, id: HostId) -> Result<bool>;
     /// Every host with the sum of its claims.
     async fn host_usages(&self) -> Result<Vec<HostUsage>>;
     /// Atomically check capacity (and the group rule) and record the claim. A server holds

@@ -183,28 +183,27 @@ impl Cloud {
         login(&self.http, &self.url, name, &format!("pw-{name}"), name).await
     }
 
-    /// Register an active image owned by the session's project, with `bytes` as its data.
-    /// Goes through the control layer (the Glance API has its own tests).
+    /// Register an active image owned by the session's project, with `bytes` as its data,
+    /// through the Glance API (create, then upload).
     pub async fn image(&self, s: &Session, name: &str, bytes: &[u8]) -> String {
-        let ctx = self.ctx(s).await;
-        let c = self.control();
-        let img = c
-            .image_create(
-                &ctx,
-                nimbus_control::images::ImageCreate {
-                    name: Some(name.into()),
-                    disk_format: Some("raw".into()),
-                    container_format: Some("bare".into()),
-                    ..Default::default()
-                },
+        let (st, img) = self
+            .post(
+                s,
+                "/image/v2/images",
+                json!({"name": name, "disk_format": "raw", "container_format": "bare"}),
             )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "image create: {img}");
+        let id = img["id"].as_str().expect("image id").to_owned();
+        let resp = self
+            .req(s, Method::PUT, &format!("/image/v2/images/{id}/file"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
             .await
-            .expect("image record");
-        let chunk = bytes::Bytes::copy_from_slice(bytes);
-        c.image_upload(&ctx, img.id, futures::stream::iter(vec![Ok(chunk)]))
-            .await
-            .expect("upload");
-        img.id.to_string()
+            .expect("upload sent");
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "image upload");
+        id
     }
 
     /// The control-layer context of a session (for fixtures).
@@ -317,4 +316,32 @@ pub async fn login(
         user_id: v["token"]["user"]["id"].as_str().unwrap().to_owned(),
         microversion: None,
     }
+}
+
+/// The keys of a JSON object, sorted (for exact-shape assertions).
+pub fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+/// A key list, sorted, to compare with [`keys`].
+pub fn sorted(list: &[&str]) -> Vec<String> {
+    let mut k: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    k.sort();
+    k
+}
+
+/// The message of a Nova fault body (`{"<name>": {"code", "message"}}`).
+pub fn fault_message(body: &Value) -> String {
+    body.as_object()
+        .and_then(|m| m.values().next())
+        .and_then(|f| f["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }

@@ -92,6 +92,16 @@ impl HostStore for SqliteStore {
         .await
     }
 
+    async fn host_delete(&self, id: HostId) -> Result<bool> {
+        self.write(move |tx| {
+            let n = tx
+                .execute("DELETE FROM hosts WHERE id = ?1", [id.to_string()])
+                .map_err(db_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn host_usages(&self) -> Result<Vec<HostUsage>> {
         self.read(|c| {
             let hosts: Vec<Host> = query_docs(c, "SELECT doc FROM hosts ORDER BY serial", [])?;

@@ -1,12 +1,23 @@
 //! OpenStack Compute v2.1 at `/compute/v2.1` (aliases normalized in `common::paths`).
 //! Responses follow nova 34's view builders and schemas for the negotiated microversion.
 
+mod availability_zone;
+mod extensions;
 pub mod fault;
 mod flavors;
+mod images;
+mod hypervisors;
+mod keypairs;
+mod limits;
 pub mod microversion;
+mod migrations;
+mod quota_sets;
 mod server_actions;
 mod server_extras;
+mod server_groups;
 mod servers;
+mod services;
+mod simple_tenant_usage;
 pub mod versions;
 
 use crate::AppState;
@@ -191,6 +202,17 @@ pub fn router(state: AppState) -> Router {
         .merge(server_actions::routes())
         .merge(server_extras::routes())
         .merge(flavors::routes())
+        .merge(images::routes())
+        .merge(keypairs::routes())
+        .merge(limits::routes())
+        .merge(quota_sets::routes())
+        .merge(availability_zone::routes())
+        .merge(hypervisors::routes())
+        .merge(services::routes())
+        .merge(server_groups::routes())
+        .merge(extensions::routes())
+        .merge(migrations::routes())
+        .merge(simple_tenant_usage::routes())
         .layer(axum::middleware::from_fn(microversion::layer))
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn_with_state(

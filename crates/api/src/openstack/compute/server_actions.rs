@@ -354,7 +354,7 @@ async fn action(
                 ))
             } else {
                 let mut resp = accepted();
-                let loc = format!("{}/image/v2/images/{image_id}", api.state.public_url());
+                let loc = format!("{}/image/images/{image_id}", api.state.public_url());
                 if let Ok(h) = HeaderValue::from_str(&loc) {
                     resp.headers_mut().insert("location", h);
                 }

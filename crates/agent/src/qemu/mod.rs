@@ -1,0 +1,1224 @@
+//! The `qemu` driver: real guests, one QEMU process per server, launched directly (no
+//! libvirt) and controlled over QMP. See `docs/drivers/qemu.md` for the files, the command
+//! line and how each action maps to QMP.
+//!
+//! Structure: a [`Slot`] per server holds its files ([`layout::Layout`]), its record, the
+//! observed power state and, while QEMU runs, the handle of the [`actor`] that owns the QMP
+//! connection. Lifecycle operations on one server are serialized by the slot's async mutex;
+//! the power state is readable without it.
+//!
+//! Invariants:
+//! - `Shutdown` (or `Crashed`) means no QEMU process; `Suspended` means no process and a
+//!   complete `vm.state`;
+//! - every action is idempotent with respect to the end state it names (the trait contract);
+//! - a driver that is dropped or detached leaves its guests running; [`QemuDriver::start`]
+//!   re-attaches to them from their pid file and QMP socket.
+
+pub mod actor;
+mod cmdline;
+pub mod image;
+mod layout;
+mod procfs;
+mod qmp;
+
+use crate::hypervisor::{Hypervisor, SnapshotFile};
+use actor::{
+    ActorHandle, CallError, DiagInput, Request, SharedPower, SharedSink, get_power, set_power,
+};
+use async_trait::async_trait;
+pub use cmdline::parse_version;
+pub use image::{ImageSource, LocalBlobSource};
+use layout::{Layout, Record};
+use nimbus_model::agent::{
+    AgentEvent, Diagnostics, EventSink, HostInfo, InstanceSpec, MemoryDetails, VncConsole,
+};
+use nimbus_model::state::PowerState;
+use nimbus_model::{Error, ImageId, Result, ServerId};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::process::Command;
+
+const GIB: u64 = 1024 * 1024 * 1024;
+/// At most this much of the serial log is returned (Nova's libvirt driver uses 100 KiB).
+const MAX_CONSOLE_BYTES: u64 = 100 * 1024;
+
+/// Settings of the qemu driver.
+#[derive(Clone)]
+pub struct QemuConfig {
+    pub host_name: String,
+    /// Instances, cached base images and snapshot files live here.
+    pub state_dir: PathBuf,
+    /// Where image bytes come from.
+    pub images: Arc<dyn ImageSource>,
+    pub qemu_binary: PathBuf,
+    /// `tcg` (default) or `kvm`. `kvm` is used only if a probe boot proves it works.
+    pub accel: String,
+    pub machine: String,
+    /// How long a soft reboot waits for the guest to shut down before a hard reset (Nova's
+    /// `wait_soft_reboot_seconds`).
+    pub soft_reboot_timeout: Duration,
+    /// How long a resize waits for a graceful guest shutdown before quitting QEMU.
+    pub resize_shutdown_timeout: Duration,
+    /// Inclusive VNC display range; port 5900 + display, WebSocket 5700 + display. The
+    /// default 0..=199 keeps the two port ranges apart.
+    pub vnc_displays: (u16, u16),
+    pub vnc_websocket: bool,
+    /// Lifetime of a VNC console password.
+    pub vnc_password_ttl: Duration,
+    /// How fast a probe boot must get through the firmware for `kvm` to be used. TCG needs
+    /// ~0.4 s; the broken KVM of these machines needs ~7.5 s for the firmware and never runs
+    /// a Linux kernel, so "slower than this" counts as not working.
+    pub accel_probe_timeout: Duration,
+    /// Capacity to advertise; probed from the host when `None`.
+    pub vcpus: Option<u32>,
+    pub ram_mb: Option<u64>,
+    pub disk_gb: Option<u64>,
+}
+
+impl QemuConfig {
+    pub fn new(state_dir: PathBuf, images: Arc<dyn ImageSource>) -> Self {
+        QemuConfig {
+            host_name: std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_owned())
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "nimbus-qemu".into()),
+            state_dir,
+            images,
+            qemu_binary: "qemu-system-x86_64".into(),
+            accel: "tcg".into(),
+            machine: "q35".into(),
+            soft_reboot_timeout: Duration::from_secs(120),
+            resize_shutdown_timeout: Duration::from_secs(60),
+            vnc_displays: (0, 199),
+            vnc_websocket: true,
+            vnc_password_ttl: Duration::from_secs(300),
+            accel_probe_timeout: Duration::from_secs(3),
+            vcpus: None,
+            ram_mb: None,
+            disk_gb: None,
+        }
+    }
+}
+
+/// One server on this host.
+struct Slot {
+    id: ServerId,
+    layout: Layout,
+    power: SharedPower,
+    inner: Arc<tokio::sync::Mutex<Inner>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// `None` for a directory without a readable record (a build that died early).
+    record: Option<Record>,
+    actor: Option<ActorHandle>,
+    destroyed: bool,
+}
+
+impl Inner {
+    /// The actor, if its process still runs.
+    fn live(&mut self) -> Option<&ActorHandle> {
+        if self.actor.as_ref().is_some_and(|a| !a.alive()) {
+            self.actor = None;
+        }
+        self.actor.as_ref()
+    }
+
+    fn record(&mut self, id: ServerId) -> Result<&mut Record> {
+        self.record
+            .as_mut()
+            .ok_or_else(|| Error::conflict(format!("Instance {id} has no disk on this host yet.")))
+    }
+}
+
+/// The qemu hypervisor driver.
+pub struct QemuDriver {
+    cfg: QemuConfig,
+    settings: cmdline::LaunchSettings,
+    host: HostInfo,
+    cache: image::ImageCache,
+    sink: SharedSink,
+    slots: Mutex<HashMap<ServerId, Arc<Slot>>>,
+}
+
+fn missing(id: ServerId) -> Error {
+    Error::NotFound(format!("Instance {id} could not be found on this host."))
+}
+
+fn not_running(id: ServerId) -> Error {
+    Error::conflict(format!("Instance {id} is not running."))
+}
+
+fn call_err(e: CallError, id: ServerId) -> Error {
+    match e {
+        CallError::Gone => not_running(id),
+        CallError::Failed(e) => e,
+    }
+}
+
+fn io_err(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::internal(format!("{what} {}: {e}", path.display()))
+}
+
+/// A temporary VNC password: 8 characters (VNC authentication uses at most 8).
+fn vnc_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    uuid::Uuid::new_v4().as_bytes()[..8]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+fn same_shape(a: &InstanceSpec, b: &InstanceSpec) -> bool {
+    (a.vcpus, a.ram_mb, a.disk_gb, a.ephemeral_gb, a.swap_mb)
+        == (b.vcpus, b.ram_mb, b.disk_gb, b.ephemeral_gb, b.swap_mb)
+}
+
+/// Boot firmware only and watch SeaBIOS's debug port: reaching "No bootable device" within
+/// `timeout` shows the accelerator executes guest code at a useful speed. Answers how long
+/// it took. (On these machines `/dev/kvm` exists, but KVM runs SeaBIOS ~20x slower than TCG
+/// and never gets a Linux kernel to print anything.)
+pub async fn probe_accel(
+    qemu_binary: &Path,
+    accel: &str,
+    scratch_dir: &Path,
+    timeout: Duration,
+) -> Result<Duration> {
+    let log = scratch_dir.join(format!(
+        "probe-{accel}-{}.log",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let started = tokio::time::Instant::now();
+    let mut child = Command::new(qemu_binary)
+        .args([
+            "-machine",
+            &format!("q35,accel={accel}"),
+            "-m",
+            "64",
+            "-nodefaults",
+            "-no-user-config",
+        ])
+        .args(["-display", "none", "-chardev"])
+        .arg(format!(
+            "file,id=dbg,path={}",
+            cmdline::esc(&log.to_string_lossy())
+        ))
+        .args(["-device", "isa-debugcon,iobase=0x402,chardev=dbg"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::internal(format!("run {}: {e}", qemu_binary.display())))?;
+    let deadline = started + timeout;
+    let result = loop {
+        let text = tokio::fs::read(&log).await.unwrap_or_default();
+        if String::from_utf8_lossy(&text).contains("No bootable device") {
+            break Ok(started.elapsed());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            break Err(Error::internal(format!(
+                "probe QEMU ({accel}) exited early: {status}"
+            )));
+        }
+        if tokio::time::Instant::now() > deadline {
+            break Err(Error::internal(format!(
+                "probe boot with accel={accel} did not get through the firmware within {timeout:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = tokio::fs::remove_file(&log).await;
+    result
+}
+
+async fn host_capacity(state_dir: &Path) -> (u32, u64, u64) {
+    let vcpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let ram_mb = tokio::fs::read_to_string("/proc/meminfo")
+        .await
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .map(|kib| kib / 1024)
+        .unwrap_or(0);
+    let disk_gb = Command::new("df")
+        .arg("-Pk")
+        .arg(state_dir)
+        .output()
+        .await
+        .ok()
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.lines()
+                .nth(1)?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kib| kib / 1024 / 1024)
+        .unwrap_or(0);
+    (vcpus, ram_mb, disk_gb)
+}
+
+impl QemuDriver {
+    /// Check QEMU, choose the accelerator, and re-attach to the servers of `state_dir`
+    /// (running QEMU processes get a new actor; the others are `Shutdown` or `Suspended`).
+    /// `events` receives what guests do on their own.
+    pub async fn start(cfg: QemuConfig, events: Arc<dyn EventSink>) -> Result<QemuDriver> {
+        let probe_path = cfg
+            .state_dir
+            .join("instances")
+            .join(ServerId::new().to_string())
+            .join("serial.sock");
+        if probe_path.as_os_str().len() > layout::MAX_SOCKET_PATH {
+            return Err(Error::invalid(format!(
+                "state_dir {} is too long for QEMU's unix sockets (paths must stay under {} bytes)",
+                cfg.state_dir.display(),
+                layout::MAX_SOCKET_PATH
+            )));
+        }
+        for sub in ["instances", "images", "snapshots"] {
+            let d = cfg.state_dir.join(sub);
+            tokio::fs::create_dir_all(&d)
+                .await
+                .map_err(|e| io_err("create", &d, e))?;
+        }
+        let out = Command::new(&cfg.qemu_binary)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "QEMU ({}) cannot be run: {e}; install it with scripts/install-qemu.sh",
+                    cfg.qemu_binary.display()
+                ))
+            })?;
+        let version_text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let version = parse_version(&version_text).ok_or_else(|| {
+            Error::internal(format!("unrecognized QEMU version output: {version_text}"))
+        })?;
+        let (accel, probe) = match cfg.accel.as_str() {
+            "tcg" => ("tcg".to_owned(), serde_json::Value::Null),
+            "kvm" => match probe_accel(
+                &cfg.qemu_binary,
+                "kvm",
+                &cfg.state_dir,
+                cfg.accel_probe_timeout,
+            )
+            .await
+            {
+                Ok(t) => (
+                    "kvm".to_owned(),
+                    serde_json::json!({"kvm": format!("ok in {} ms", t.as_millis())}),
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, "KVM was configured but a probe boot failed; using TCG");
+                    (
+                        "tcg".to_owned(),
+                        serde_json::json!({"kvm": format!("failed: {e}")}),
+                    )
+                }
+            },
+            other => {
+                return Err(Error::invalid(format!(
+                    "accelerator '{other}' is not supported (tcg or kvm)"
+                )));
+            }
+        };
+        tracing::info!(qemu = %version_text.lines().next().unwrap_or(""), %accel, "qemu driver");
+        let (vcpus, ram_mb, disk_gb) = host_capacity(&cfg.state_dir).await;
+        let host = HostInfo {
+            name: cfg.host_name.clone(),
+            hypervisor_type: "QEMU".into(),
+            hypervisor_version: cmdline::version_code(version),
+            vcpus: cfg.vcpus.unwrap_or(vcpus),
+            ram_mb: cfg.ram_mb.unwrap_or(ram_mb),
+            disk_gb: cfg.disk_gb.unwrap_or(disk_gb),
+            capabilities: serde_json::json!({
+                "driver": "qemu",
+                "accelerator": accel,
+                "accelerator_probe": probe,
+                "qemu_version": format!("{}.{}.{}", version.0, version.1, version.2),
+                "machine": cfg.machine,
+                "vnc": true,
+                "vnc_websocket": cfg.vnc_websocket,
+                "image_formats": ["qcow2", "raw"],
+            }),
+        };
+        let settings = cmdline::LaunchSettings {
+            accel,
+            machine: cfg.machine.clone(),
+            vnc_displays: cfg.vnc_displays,
+            vnc_websocket: cfg.vnc_websocket,
+        };
+        let driver = QemuDriver {
+            cache: image::ImageCache::new(cfg.state_dir.join("images")),
+            settings,
+            host,
+            sink: Arc::new(RwLock::new(events)),
+            slots: Mutex::new(HashMap::new()),
+            cfg,
+        };
+        driver.scan().await?;
+        Ok(driver)
+    }
+
+    /// The accelerator in use.
+    pub fn accelerator(&self) -> &str {
+        &self.settings.accel
+    }
+
+    /// The directory holding a server's files (its serial socket is `serial.sock` there).
+    pub fn instance_dir(&self, id: ServerId) -> PathBuf {
+        self.cfg.state_dir.join("instances").join(id.to_string())
+    }
+
+    /// Let go of every QEMU process without stopping it (agent shutdown): actors end and
+    /// close their QMP connections so a later driver can attach.
+    pub async fn detach_all(&self) {
+        let slots: Vec<Arc<Slot>> = self.lock_slots().values().cloned().collect();
+        for slot in slots {
+            let actor = slot.inner.lock().await.actor.take();
+            if let Some(a) = actor {
+                a.detach().await;
+            }
+        }
+    }
+
+    fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<ServerId, Arc<Slot>>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, id: ServerId) -> Result<Arc<Slot>> {
+        self.lock_slots()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| missing(id))
+    }
+
+    fn slot_or_new(&self, id: ServerId) -> Arc<Slot> {
+        self.lock_slots()
+            .entry(id)
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    id,
+                    layout: Layout::new(self.instance_dir(id)),
+                    power: Arc::new(Mutex::new(PowerState::NoState)),
+                    inner: Arc::new(tokio::sync::Mutex::new(Inner::default())),
+                })
+            })
+            .clone()
+    }
+
+    fn set_sink(&self, events: &Arc<dyn EventSink>) {
+        *self.sink.write().unwrap_or_else(|p| p.into_inner()) = events.clone();
+    }
+
+    async fn report_progress(events: &Arc<dyn EventSink>, id: ServerId, progress: u8) {
+        events
+            .report(AgentEvent::Progress {
+                server_id: id,
+                progress,
+            })
+            .await;
+    }
+
+    async fn scan(&self) -> Result<()> {
+        let dir = self.cfg.state_dir.join("instances");
+        let mut entries = tokio::fs::read_dir(&dir)
+            .await
+            .map_err(|e| io_err("list", &dir, e))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| io_err("list", &dir, e))?
+        {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<ServerId>().ok())
+            else {
+                continue;
+            };
+            let slot = self.slot_or_new(id);
+            let mut g = slot.inner.lock().await;
+            g.record = match Record::load(&slot.layout.record()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(server = %id, error = %e, "unreadable instance record");
+                    None
+                }
+            };
+            let power = self.attach(&slot, &mut g).await;
+            tracing::info!(server = %id, ?power, "found instance");
+        }
+        Ok(())
+    }
+
+    /// Re-attach to a server's QEMU if it still runs; otherwise settle its power state from
+    /// its files, and report a server that should run but has no process.
+    async fn attach(&self, slot: &Slot, g: &mut Inner) -> PowerState {
+        let l = &slot.layout;
+        if let Some(pid) = procfs::read_pid_file(&l.pid_file())
+            && procfs::is_our_qemu(pid, &l.dir)
+        {
+            match qmp::Qmp::connect(&l.qmp_socket(), Duration::from_secs(3)).await {
+                Ok(q) => {
+                    let actor = ActorHandle::start(
+                        slot.id,
+                        pid,
+                        q,
+                        None,
+                        slot.power.clone(),
+                        self.sink.clone(),
+                        l.qemu_log(),
+                    );
+                    let status = actor.call(Request::Status).await;
+                    match status {
+                        Ok(s) => {
+                            let p = actor::power_of_status(&s);
+                            set_power(&slot.power, p);
+                            g.actor = Some(actor);
+                            if p == PowerState::Shutdown {
+                                // The guest powered off while nobody watched (-no-shutdown
+                                // kept QEMU): finish the stop.
+                                if let Some(a) = g.actor.as_ref() {
+                                    let _ = a.call(Request::Quit).await;
+                                }
+                                g.actor = None;
+                                self.report_stale(
+                                    slot,
+                                    g,
+                                    "guest powered off while the agent was down",
+                                )
+                                .await;
+                                return PowerState::Shutdown;
+                            }
+                            return p;
+                        }
+                        Err(e) => {
+                            tracing::warn!(server = %slot.id, error = ?e, "re-attached QEMU does not answer");
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = %slot.id, pid, error = %e, "QEMU runs but its QMP socket does not answer; leaving it alone");
+                }
+            }
+        }
+        if layout::exists(&l.state_file()).await {
+            set_power(&slot.power, PowerState::Suspended);
+            return PowerState::Suspended;
+        }
+        set_power(&slot.power, PowerState::Shutdown);
+        self.report_stale(slot, g, "QEMU process not running after an agent restart")
+            .await;
+        PowerState::Shutdown
+    }
+
+    async fn report_stale(&self, slot: &Slot, g: &mut Inner, reason: &str) {
+        let Some(rec) = g.record.as_mut().filter(|r| r.running) else {
+            return;
+        };
+        rec.running = false;
+        if let Err(e) = rec.save(&slot.layout.record()).await {
+            tracing::warn!(server = %slot.id, error = %e, "saving record");
+        }
+        let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
+        sink.report(AgentEvent::PowerState {
+            server_id: slot.id,
+            power_state: PowerState::Shutdown,
+            reason: reason.to_owned(),
+        })
+        .await;
+    }
+
+    /// The cached base image of `spec`.
+    async fn base_of(&self, spec: &InstanceSpec) -> Result<(PathBuf, &'static str)> {
+        let img = spec.image.as_ref().ok_or_else(|| {
+            Error::invalid(format!(
+                "Instance {} has no image; the qemu driver boots from images only.",
+                spec.server_id
+            ))
+        })?;
+        self.cache.base(self.cfg.images.as_ref(), img).await
+    }
+
+    /// Create whatever disk of the record is missing. `base` is needed only for a missing
+    /// root disk and is fetched lazily.
+    async fn ensure_disks(&self, slot: &Slot, g: &mut Inner) -> Result<()> {
+        let l = slot.layout.clone();
+        tokio::fs::create_dir_all(&l.dir)
+            .await
+            .map_err(|e| io_err("create", &l.dir, e))?;
+        let rec = g.record(slot.id)?;
+        if !layout::exists(&l.root_disk()).await {
+            let (base, fmt) = match (&rec.base, layout::exists_opt(rec.base.as_deref()).await) {
+                (Some(b), true) => (b.clone(), rec.base_format.clone()),
+                _ => {
+                    let (b, f) = self.base_of(&rec.spec).await?;
+                    (b, f.to_owned())
+                }
+            };
+            image::create_overlay(&base, &fmt, &l.root_disk(), rec.spec.disk_gb * GIB).await?;
+            rec.base = Some(base);
+            rec.base_format = fmt;
+        }
+        if rec.spec.ephemeral_gb > 0 && !layout::exists(&l.ephemeral_disk()).await {
+            image::create_blank(&l.ephemeral_disk(), rec.spec.ephemeral_gb * GIB).await?;
+        }
+        if rec.spec.swap_mb > 0 && !layout::exists(&l.swap_disk()).await {
+            image::create_blank(&l.swap_disk(), rec.spec.swap_mb * 1024 * 1024).await?;
+        }
+        rec.save(&l.record()).await
+    }
+
+    /// Start QEMU for the record (with `-incoming defer` and the saved command line when
+    /// `incoming` names a state file), hand it to a new actor, and wait until it runs.
+    async fn launch(
+        &self,
+        slot: &Slot,
+        g: &mut Inner,
+        incoming: Option<&Path>,
+    ) -> Result<PowerState> {
+        let l = slot.layout.clone();
+        let rec = g.record(slot.id)?;
+        let argv = match incoming {
+            Some(_) if !rec.argv.is_empty() => rec.argv.clone(),
+            _ => cmdline::build(&self.settings, &l, &rec.spec),
+        };
+        for stale in [l.qmp_socket(), l.serial_socket(), l.pid_file()] {
+            layout::remove_file(&stale).await?;
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(l.qemu_log())
+            .map_err(|e| io_err("open", &l.qemu_log(), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| io_err("dup", &l.qemu_log(), e))?;
+        // setsid: QEMU gets its own session, so the agent's terminal and process group
+        // signals do not reach it and it outlives an agent restart. Not -daemonize: the
+        // agent keeps the child to reap it and learn how it ended.
+        let mut cmd = Command::new("setsid");
+        cmd.arg(&self.cfg.qemu_binary).args(&argv);
+        if incoming.is_some() {
+            cmd.args(["-incoming", "defer"]);
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::internal(format!("spawn QEMU: {e}")))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::internal("QEMU exited at once"))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let qmp = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let tail = layout::tail_lines(&l.qemu_log(), Some(5), 4096)
+                    .await
+                    .unwrap_or_default();
+                return Err(Error::internal(format!(
+                    "QEMU failed to start ({status}): {}",
+                    tail.trim()
+                )));
+            }
+            if layout::exists(&l.qmp_socket()).await
+                && let Ok(q) = qmp::Qmp::connect(&l.qmp_socket(), Duration::from_secs(2)).await
+            {
+                break q;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(Error::internal(
+                    "QEMU's QMP socket did not come up within 20 s",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        rec.argv = argv;
+        rec.running = true;
+        rec.save(&l.record()).await?;
+        set_power(&slot.power, PowerState::NoState);
+        let actor = ActorHandle::start(
+            slot.id,
+            pid,
+            qmp,
+            Some(child),
+            slot.power.clone(),
+            self.sink.clone(),
+            l.qemu_log(),
+        );
+        let result = match incoming {
+            Some(state) => actor
+                .call(|reply| Request::LoadState {
+                    path: state.to_owned(),
+                    reply,
+                })
+                .await
+                .map(|()| "running".to_owned()),
+            None => actor.call(Request::Status).await,
+        };
+        g.actor = Some(actor);
+        let status = match result {
+            Ok(s) => s,
+            Err(e) => {
+                let e = call_err(e, slot.id);
+                self.stop_process(slot, g).await;
+                return Err(e);
+            }
+        };
+        let power = actor::power_of_status(&status);
+        set_power(&slot.power, power);
+        Ok(power)
+    }
+
+    /// End the QEMU process if there is one (hard), and any stray process the pid file names.
+    async fn stop_process(&self, slot: &Slot, g: &mut Inner) {
+        if let Some(mut a) = g.actor.take() {
+            if a.alive() {
+                match a.call(Request::Quit).await {
+                    Ok(()) | Err(CallError::Gone) => {}
+                    Err(CallError::Failed(e)) => {
+                        tracing::warn!(server = %slot.id, error = %e, "quit")
+                    }
+                }
+            }
+            a.finished(Duration::from_secs(10)).await;
+        }
+        let l = &slot.layout;
+        if let Some(pid) = procfs::read_pid_file(&l.pid_file())
+            && procfs::is_our_qemu(pid, &l.dir)
+        {
+            tracing::warn!(server = %slot.id, pid, "killing a QEMU process no actor owned");
+            procfs::kill_hard(pid).await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while procfs::alive(pid) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        set_power(&slot.power, PowerState::Shutdown);
+    }
+
+    /// Graceful stop: ACPI power button, wait up to `timeout`, then quit.
+    async fn graceful_stop(&self, slot: &Slot, g: &mut Inner, timeout: Duration) {
+        if !timeout.is_zero()
+            && let Some(a) = g.live()
+        {
+            match a.call(Request::Status).await {
+                Ok(s) if s == "running" => {
+                    match a.call(|reply| Request::Powerdown { timeout, reply }).await {
+                        Ok(true) | Err(CallError::Gone) => {}
+                        Ok(false) => {
+                            tracing::info!(server = %slot.id, "guest did not shut down in time; quitting QEMU")
+                        }
+                        Err(CallError::Failed(e)) => {
+                            tracing::warn!(server = %slot.id, error = %e, "powerdown")
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.stop_process(slot, g).await;
+    }
+
+    /// Mark the record as not meant to run.
+    async fn mark_stopped(&self, slot: &Slot, g: &mut Inner) -> Result<()> {
+        if let Some(rec) = g.record.as_mut() {
+            rec.running = false;
+            rec.save(&slot.layout.record()).await?;
+        }
+        Ok(())
+    }
+
+    /// Boot the server from its disks unless it already runs; a saved state is restored.
+    async fn ensure_running(
+        &self,
+        slot: &Slot,
+        g: &mut Inner,
+        spec: Option<&InstanceSpec>,
+    ) -> Result<PowerState> {
+        if let Some(a) = g.live() {
+            match a.call(Request::Status).await {
+                Ok(s) if s != "shutdown" => return Ok(actor::power_of_status(&s)),
+                _ => self.stop_process(slot, g).await,
+            }
+        }
+        if g.record.is_none() {
+            let spec = spec.ok_or_else(|| missing(slot.id))?;
+            g.record = Some(Record::new(spec.clone()));
+        }
+        let state = slot.layout.state_file();
+        if layout::exists(&state).await {
+            let p = self.launch(slot, g, Some(&state)).await?;
+            layout::remove_file(&state).await?;
+            return Ok(p);
+        }
+        self.ensure_disks(slot, g).await?;
+        self.launch(slot, g, None).await
+    }
+}
+
+/// Lock a known, not destroyed server's slot: `let (slot, mut g) = lock!(self, id);`.
+macro_rules! lock {
+    ($self:ident, $id:expr) => {{
+        let id = $id;
+        let slot = $self.slot(id)?;
+        let g = slot.inner.clone().lock_owned().await;
+        if g.destroyed {
+            return Err(missing(id));
+        }
+        (slot, g)
+    }};
+}
+
+#[async_trait]
+impl Hypervisor for QemuDriver {
+    fn describe(&self) -> HostInfo {
+        self.host.clone()
+    }
+
+    async fn spawn(&self, spec: &InstanceSpec, events: Arc<dyn EventSink>) -> Result<PowerState> {
+        self.set_sink(&events);
+        let id = spec.server_id;
+        let slot = self.slot_or_new(id);
+        let mut g = slot.inner.clone().lock_owned().await;
+        if g.destroyed {
+            return Err(Error::conflict(format!(
+                "Instance {id} was deleted while it was being built."
+            )));
+        }
+        if let Some(a) = g.live()
+            && let Ok(s) = a.call(Request::Status).await
+            && s != "shutdown"
+        {
+            return Ok(actor::power_of_status(&s));
+        }
+        if layout::exists(&slot.layout.state_file()).await {
+            return Ok(PowerState::Suspended);
+        }
+        tokio::fs::create_dir_all(&slot.layout.dir)
+            .await
+            .map_err(|e| io_err("create", &slot.layout.dir, e))?;
+        if g.record.is_none() {
+            g.record = Some(Record::new(spec.clone()));
+        }
+        if !layout::exists(&slot.layout.root_disk()).await {
+            let (base, fmt) = self.base_of(spec).await?;
+            let rec = g.record(id)?;
+            rec.base = Some(base);
+            rec.base_format = fmt.to_owned();
+        }
+        Self::report_progress(&events, id, 25).await;
+        self.ensure_disks(&slot, &mut g).await?;
+        Self::report_progress(&events, id, 50).await;
+        self.stop_process(&slot, &mut g).await;
+        let power = self.launch(&slot, &mut g, None).await?;
+        Self::report_progress(&events, id, 75).await;
+        Ok(power)
+    }
+
+    async fn destroy(&self, id: ServerId) -> Result<()> {
+        let slot = self.lock_slots().get(&id).cloned();
+        match slot {
+            Some(slot) => {
+                let mut g = slot.inner.clone().lock_owned().await;
+                self.stop_process(&slot, &mut g).await;
+                layout::remove_dir_all(&slot.layout.dir).await?;
+                g.destroyed = true;
+                g.record = None;
+                self.lock_slots().remove(&id);
+            }
+            // Files of a server this driver never knew (e.g. a build that failed before
+            // the agent restarted) go too.
+            None => layout::remove_dir_all(&self.instance_dir(id)).await?,
+        }
+        Ok(())
+    }
+
+    async fn reboot(&self, spec: &InstanceSpec, hard: bool) -> Result<PowerState> {
+        let (slot, mut g) = lock!(self, spec.server_id);
+        if let Some(a) = g.live() {
+            let r = if hard {
+                a.call(Request::Reset).await.map(|()| true)
+            } else {
+                let timeout = self.cfg.soft_reboot_timeout;
+                a.call(|reply| Request::SoftReboot { timeout, reply }).await
+            };
+            match r {
+                Ok(graceful) => {
+                    if !graceful {
+                        tracing::info!(server = %slot.id, "soft reboot fell back to a hard reset");
+                    }
+                    return Ok(get_power(&slot.power));
+                }
+                // The process went away meanwhile: boot it below.
+                Err(CallError::Gone) => {}
+                Err(CallError::Failed(e)) => return Err(e),
+            }
+        }
+        // Nova reboots a stopped or suspended server by booting it afresh.
+        layout::remove_file(&slot.layout.state_file()).await?;
+        self.ensure_running(&slot, &mut g, Some(spec)).await
+    }
+
+    async fn power_off(&self, spec: &InstanceSpec, timeout_secs: u32) -> Result<PowerState> {
+        let (slot, mut g) = lock!(self, spec.server_id);
+        self.graceful_stop(&slot, &mut g, Duration::from_secs(timeout_secs.into()))
+            .await;
+        // A suspended server that is powered off forgets its saved state.
+        layout::remove_file(&slot.layout.state_file()).await?;
+        self.mark_stopped(&slot, &mut g).await?;
+        Ok(PowerState::Shutdown)
+    }
+
+    async fn power_on(&self, spec: &InstanceSpec) -> Result<PowerState> {
+        let (slot, mut g) = lock!(self, spec.server_id);
+        self.ensure_running(&slot, &mut g, Some(spec)).await
+    }
+
+    async fn pause(&self, id: ServerId) -> Result<PowerState> {
+        let (slot, mut g) = lock!(self, id);
+        let a = g.live().ok_or_else(|| not_running(id))?;
+        a.call(Request::Pause).await.map_err(|e| call_err(e, id))?;
+        Ok(get_power(&slot.power))
+    }
+
+    async fn unpause(&self, id: ServerId) -> Result<PowerState> {
+        let (slot, mut g) = lock!(self, id);
+        let a = g.live().ok_or_else(|| not_running(id))?;
+        a.call(Request::Unpause)
+            .await
+            .map_err(|e| call_err(e, id))?;
+        Ok(get_power(&slot.power))
+    }
+
+    async fn suspend(&self, id: ServerId) -> Result<PowerState> {
+        let (slot, mut g) = lock!(self, id);
+        let state = slot.layout.state_file();
+        match g.live() {
+            Some(a) => {
+                a.call(|reply| Request::SaveState {
+                    path: state.clone(),
+                    reply,
+                })
+                .await
+                .map_err(|e| call_err(e, id))?;
+                g.actor = None;
+                self.mark_stopped(&slot, &mut g).await?;
+                set_power(&slot.power, PowerState::Suspended);
+                Ok(PowerState::Suspended)
+            }
+            None if layout::exists(&state).await => Ok(PowerState::Suspended),
+            None => Err(not_running(id)),
+        }
+    }
+
+    async fn resume(&self, spec: &InstanceSpec) -> Result<PowerState> {
+        let id = spec.server_id;
+        let (slot, mut g) = lock!(self, id);
+        if let Some(a) = g.live()
+            && let Ok(s) = a.call(Request::Status).await
+        {
+            return Ok(actor::power_of_status(&s));
+        }
+        if !layout::exists(&slot.layout.state_file()).await {
+            return Err(Error::conflict(format!("Instance {id} is not suspended.")));
+        }
+        self.ensure_running(&slot, &mut g, Some(spec)).await
+    }
+
+    async fn rebuild(&self, spec: &InstanceSpec, events: Arc<dyn EventSink>) -> Result<PowerState> {
+        self.set_sink(&events);
+        let id = spec.server_id;
+        let (slot, mut g) = lock!(self, id);
+        // The old root disk is discarded, so there is nothing to shut down cleanly for.
+        self.stop_process(&slot, &mut g).await;
+        let (base, fmt) = self.base_of(spec).await?;
+        Self::report_progress(&events, id, 25).await;
+        let l = &slot.layout;
+        for f in [
+            l.state_file(),
+            l.root_disk(),
+            l.ephemeral_disk(),
+            l.swap_disk(),
+        ] {
+            layout::remove_file(&f).await?;
+        }
+        let mut rec = g.record.take().unwrap_or_else(|| Record::new(spec.clone()));
+        rec.spec = spec.clone();
+        rec.base = Some(base);
+        rec.base_format = fmt.to_owned();
+        g.record = Some(rec);
+        self.ensure_disks(&slot, &mut g).await?;
+        Self::report_progress(&events, id, 50).await;
+        let power = self.launch(&slot, &mut g, None).await?;
+        Self::report_progress(&events, id, 75).await;
+        Ok(power)
+    }
+
+    async fn resize(&self, spec: &InstanceSpec) -> Result<PowerState> {
+        let id = spec.server_id;
+        let (slot, mut g) = lock!(self, id);
+        let l = slot.layout.clone();
+        let old = l.resize_old();
+        if layout::exists(&old).await {
+            if g.record(id).is_ok_and(|r| same_shape(&r.spec, spec)) {
+                // Already resized (a re-run after a crash): just make sure it runs.
+                return self.ensure_running(&slot, &mut g, Some(spec)).await;
+            }
+            // A resize that died half-way: start again from the saved disks.
+            self.stop_process(&slot, &mut g).await;
+            restore_old(&l, &mut g).await?;
+        }
+        g.record(id)?;
+        self.graceful_stop(&slot, &mut g, self.cfg.resize_shutdown_timeout)
+            .await;
+        layout::remove_file(&l.state_file()).await?;
+        // Keep everything a revert needs, written completely before it is renamed into place.
+        let part = l.dir.join("resize-old.part");
+        layout::remove_dir_all(&part).await?;
+        tokio::fs::create_dir(&part)
+            .await
+            .map_err(|e| io_err("create", &part, e))?;
+        for f in [l.root_disk(), l.ephemeral_disk(), l.swap_disk(), l.record()] {
+            if layout::exists(&f).await {
+                let name = f.file_name().unwrap_or_default();
+                tokio::fs::copy(&f, part.join(name))
+                    .await
+                    .map_err(|e| io_err("copy", &f, e))?;
+            }
+        }
+        tokio::fs::rename(&part, &old)
+            .await
+            .map_err(|e| io_err("rename", &part, e))?;
+        // Grow (never shrink) the disks to the new flavor.
+        image::grow(&l.root_disk(), spec.disk_gb * GIB).await?;
+        if spec.ephemeral_gb == 0 {
+            layout::remove_file(&l.ephemeral_disk()).await?;
+        } else if layout::exists(&l.ephemeral_disk()).await {
+            image::grow(&l.ephemeral_disk(), spec.ephemeral_gb * GIB).await?;
+        }
+        // Swap holds nothing worth keeping: it is made anew at the new size.
+        layout::remove_file(&l.swap_disk()).await?;
+        let rec = g.record(id)?;
+        let image = rec.spec.image.clone();
+        rec.spec = spec.clone();
+        if rec.spec.image.is_none() {
+            rec.spec.image = image;
+        }
+        self.ensure_disks(&slot, &mut g).await?;
+        self.launch(&slot, &mut g, None).await
+    }
+
+    async fn confirm_resize(&self, id: ServerId) -> Result<()> {
+        let (slot, _g) = lock!(self, id);
+        layout::remove_dir_all(&slot.layout.resize_old()).await
+    }
+
+    async fn revert_resize(&self, spec: &InstanceSpec) -> Result<PowerState> {
+        let id = spec.server_id;
+        let (slot, mut g) = lock!(self, id);
+        let l = slot.layout.clone();
+        if layout::exists(&l.resize_old()).await {
+            // The resized disks are discarded: no clean shutdown needed.
+            self.stop_process(&slot, &mut g).await;
+            restore_old(&l, &mut g).await?;
+        }
+        if let Some(rec) = g.record.as_mut()
+            && !same_shape(&rec.spec, spec)
+        {
+            self.stop_process(&slot, &mut g).await;
+            if let Some(rec) = g.record.as_mut() {
+                let image = rec.spec.image.clone();
+                rec.spec = spec.clone();
+                if rec.spec.image.is_none() {
+                    rec.spec.image = image;
+                }
+            }
+        }
+        self.ensure_running(&slot, &mut g, Some(spec)).await
+    }
+
+    async fn snapshot(&self, id: ServerId, image_id: ImageId) -> Result<SnapshotFile> {
+        let (slot, mut g) = lock!(self, id);
+        let disk = slot.layout.root_disk();
+        if !layout::exists(&disk).await {
+            return Err(Error::conflict(format!(
+                "Instance {id} has no disk to snapshot."
+            )));
+        }
+        let dest = self
+            .cfg
+            .state_dir
+            .join("snapshots")
+            .join(format!("{image_id}.qcow2"));
+        let size = match g.live() {
+            Some(a) => {
+                let (d, t) = (disk.clone(), dest.clone());
+                match a
+                    .call(|reply| Request::Snapshot {
+                        disk: d,
+                        dest: t,
+                        reply,
+                    })
+                    .await
+                {
+                    Ok(size) => size,
+                    Err(CallError::Gone) => image::flatten(&disk, &dest, false).await?,
+                    Err(CallError::Failed(e)) => return Err(e),
+                }
+            }
+            None => image::flatten(&disk, &dest, false).await?,
+        };
+        Ok(SnapshotFile {
+            location: dest.to_string_lossy().into_owned(),
+            size,
+            disk_format: "qcow2".into(),
+        })
+    }
+
+    async fn console_output(&self, id: ServerId, length: Option<u32>) -> Result<String> {
+        // No slot lock: the log is readable while an action runs.
+        let slot = self.slot(id)?;
+        layout::tail_lines(&slot.layout.console_log(), length, MAX_CONSOLE_BYTES).await
+    }
+
+    async fn vnc_console(&self, id: ServerId) -> Result<VncConsole> {
+        let (_slot, mut g) = lock!(self, id);
+        let a = g.live().ok_or_else(|| not_running(id))?;
+        let (password, ttl) = (vnc_password(), self.cfg.vnc_password_ttl);
+        a.call(|reply| Request::Vnc {
+            password,
+            ttl,
+            reply,
+        })
+        .await
+        .map_err(|e| call_err(e, id))
+    }
+
+    async fn diagnostics(&self, id: ServerId) -> Result<Diagnostics> {
+        let (slot, mut g) = lock!(self, id);
+        let (ram_mb, vcpus, macs) = match g.record.as_ref() {
+            Some(r) => (
+                r.spec.ram_mb,
+                r.spec.vcpus,
+                r.spec.nics.iter().map(|n| n.mac.clone()).collect(),
+            ),
+            None => (0, 0, Vec::new()),
+        };
+        let input = DiagInput {
+            ram_mb,
+            macs,
+            accel: self.settings.accel.clone(),
+        };
+        if let Some(a) = g.live() {
+            match a
+                .call(|reply| Request::Diagnostics {
+                    input: input.clone(),
+                    reply,
+                })
+                .await
+            {
+                Ok(d) => return Ok(d),
+                Err(CallError::Gone) => {}
+                Err(CallError::Failed(e)) => return Err(e),
+            }
+        }
+        Ok(Diagnostics {
+            state: get_power(&slot.power).as_str().to_owned(),
+            driver: "qemu".into(),
+            hypervisor: input.accel,
+            hypervisor_os: "linux".into(),
+            num_cpus: vcpus,
+            num_nics: input.macs.len() as u32,
+            memory_details: MemoryDetails {
+                maximum: ram_mb,
+                used: 0,
+            },
+            ..Default::default()
+        })
+    }
+
+    async fn set_password(&self, id: ServerId, _password: &str) -> Result<()> {
+        // Without a guest agent the password cannot reach the guest. The request is
+        // recorded (when, not what) so the operation completes truthfully on the host side.
+        let (slot, mut g) = lock!(self, id);
+        let rec = g.record(id)?;
+        rec.password_set_at = Some(chrono::Utc::now().to_rfc3339());
+        rec.save(&slot.layout.record()).await?;
+        tracing::info!(server = %id, "admin password change recorded; no guest agent applies it");
+        Ok(())
+    }
+
+    async fn list_instances(&self) -> Result<Vec<(ServerId, PowerState)>> {
+        let slots: Vec<Arc<Slot>> = self.lock_slots().values().cloned().collect();
+        Ok(slots.iter().map(|s| (s.id, get_power(&s.power))).collect())
+    }
+
+    async fn adopt(&self, spec: &InstanceSpec, _power_state: PowerState) -> Result<PowerState> {
+        let id = spec.server_id;
+        let slot = self.slot_or_new(id);
+        let mut g = slot.inner.clone().lock_owned().await;
+        if g.destroyed {
+            return Err(missing(id));
+        }
+        if g.live().is_some() {
+            return Ok(get_power(&slot.power));
+        }
+        if g.record.is_none() {
+            g.record = Record::load(&slot.layout.record()).await.ok().flatten();
+        }
+        if g.record.is_none() {
+            // No files at all: remember the server so a start can rebuild its disk.
+            tokio::fs::create_dir_all(&slot.layout.dir)
+                .await
+                .map_err(|e| io_err("create", &slot.layout.dir, e))?;
+            let rec = Record::new(spec.clone());
+            rec.save(&slot.layout.record()).await?;
+            g.record = Some(rec);
+        }
+        Ok(self.attach(&slot, &mut g).await)
+    }
+}
+
+/// Put the pre-resize disks and record back in place.
+async fn restore_old(l: &Layout, g: &mut Inner) -> Result<()> {
+    let old = l.resize_old();
+    for f in [l.root_disk(), l.ephemeral_disk(), l.swap_disk(), l.record()] {
+        let name = f.file_name().unwrap_or_default();
+        let saved = old.join(name);
+        if layout::exists(&saved).await {
+            tokio::fs::rename(&saved, &f)
+                .await
+                .map_err(|e| io_err("rename", &saved, e))?;
+        } else if f != l.record() {
+            // The disk did not exist before the resize.
+            layout::remove_file(&f).await?;
+        }
+    }
+    layout::remove_dir_all(&old).await?;
+    if let Some(rec) = Record::load(&l.record()).await? {
+        g.record = Some(rec);
+    }
+    Ok(())
+}

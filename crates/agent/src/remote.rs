@@ -1,0 +1,205 @@
+//! The agent's side of talking to a controller (`nimbus agent`): registration, heartbeats,
+//! and event reporting, all over the controller's internal API with the shared secret.
+//!
+//! Events are queued and posted in batches by one task; a failed post is retried, so an
+//! event raised while the controller restarts is delivered when it is back.
+
+use crate::server::bearer;
+use async_trait::async_trait;
+use nimbus_model::agent::{AgentEvent, EventSink};
+use nimbus_model::{Error, HostId, Result};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, mpsc};
+
+/// Where a controller is and how to authenticate.
+#[derive(Clone, Debug)]
+pub struct ControllerLink {
+    /// e.g. `http://127.0.0.1:8774`
+    pub url: String,
+    pub secret: String,
+    pub http: reqwest::Client,
+}
+
+/// What the agent tells the controller when it registers.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Registration {
+    /// Where the controller reaches this agent, e.g. `http://127.0.0.2:9100`.
+    pub address: String,
+    pub cpu_allocation_ratio: f64,
+    pub ram_allocation_ratio: f64,
+    pub disk_allocation_ratio: f64,
+    pub availability_zone: String,
+}
+
+#[derive(serde::Deserialize)]
+struct Registered {
+    host_id: HostId,
+}
+
+impl ControllerLink {
+    pub fn new(url: &str, secret: &str) -> Self {
+        ControllerLink {
+            url: url.trim_end_matches('/').to_owned(),
+            secret: secret.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/internal/v1{path}", self.url))
+            .header("authorization", bearer(&self.secret))
+    }
+
+    /// Register (the controller calls back to describe the host). Returns the host id.
+    pub async fn register(&self, reg: &Registration) -> Result<HostId> {
+        let resp = self
+            .post("/hosts/register")
+            .json(reg)
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("controller unreachable: {e}")))?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Error::Unavailable(format!(
+                "registration refused ({status}): {body}"
+            )));
+        }
+        let r: Registered = resp
+            .json()
+            .await
+            .map_err(|e| Error::internal(format!("registration reply: {e}")))?;
+        Ok(r.host_id)
+    }
+
+    /// One heartbeat. `Ok(false)` when the controller does not know the host any more (it
+    /// lost its database or was reset): register again.
+    pub async fn heartbeat(&self, host: HostId) -> Result<bool> {
+        let resp = self
+            .post(&format!("/hosts/{host}/heartbeat"))
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("controller unreachable: {e}")))?;
+        match resp.status().as_u16() {
+            200..=299 => Ok(true),
+            404 | 409 => Ok(false),
+            s => Err(Error::Unavailable(format!("heartbeat refused ({s})"))),
+        }
+    }
+
+    async fn post_events(&self, host: HostId, events: &[AgentEvent]) -> Result<()> {
+        let resp = self
+            .post(&format!("/hosts/{host}/events"))
+            .json(events)
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("controller unreachable: {e}")))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "events refused ({})",
+                resp.status()
+            )))
+        }
+    }
+}
+
+/// An [`EventSink`] that posts to the controller. Events raised before the agent knows its
+/// host id wait in the queue.
+#[derive(Clone)]
+pub struct HttpEvents {
+    tx: mpsc::UnboundedSender<AgentEvent>,
+    host: Arc<Mutex<Option<HostId>>>,
+}
+
+impl HttpEvents {
+    pub fn new(link: ControllerLink) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<AgentEvent>();
+        let host: Arc<Mutex<Option<HostId>>> = Arc::new(Mutex::new(None));
+        let h = host.clone();
+        tokio::spawn(async move {
+            let mut pending: Vec<AgentEvent> = Vec::new();
+            loop {
+                if pending.is_empty() {
+                    match rx.recv().await {
+                        Some(e) => pending.push(e),
+                        None => return,
+                    }
+                }
+                while let Ok(e) = rx.try_recv() {
+                    pending.push(e);
+                }
+                let Some(id) = *h.lock().await else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                match link.post_events(id, &pending).await {
+                    Ok(()) => pending.clear(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, queued = pending.len(), "event delivery failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        HttpEvents { tx, host }
+    }
+
+    pub async fn set_host(&self, id: HostId) {
+        *self.host.lock().await = Some(id);
+    }
+}
+
+#[async_trait]
+impl EventSink for HttpEvents {
+    async fn report(&self, event: AgentEvent) {
+        let _ = self.tx.send(event);
+    }
+}
+
+/// Register, then heartbeat forever (re-registering when the controller forgot the host).
+/// Returns only if `stop` fires.
+pub async fn run(
+    link: ControllerLink,
+    reg: Registration,
+    events: HttpEvents,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut host: Option<HostId> = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        match host {
+            None => match link.register(&reg).await {
+                Ok(id) => {
+                    tracing::info!(host = %id, controller = %link.url, "registered with the controller");
+                    events.set_host(id).await;
+                    host = Some(id);
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
+            },
+            Some(id) => match link.heartbeat(id).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("the controller does not know this host; registering again");
+                    host = None;
+                    continue;
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            },
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
