@@ -7,9 +7,9 @@
 
 pub mod fake;
 pub mod hypervisor;
+pub mod qemu;
 pub mod remote;
 pub mod server;
-pub mod qemu;
 
 pub use hypervisor::Hypervisor;
 use nimbus_model::Error;

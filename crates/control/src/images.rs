@@ -1191,7 +1191,6 @@ fn as_u64(attr: &str, v: &Value) -> Result<u64> {
             &format!("schema['properties']['{attr}']"),
         )),
     }
-
 }
 
 fn apply_change(ctx: &Context, i: &mut Image, c: &ImageChange) -> Result<()> {

@@ -20,8 +20,8 @@ pub mod scheduler;
 pub mod server_groups;
 pub mod servers;
 pub mod stats;
-pub mod volumes;
 pub mod usage;
+pub mod volumes;
 
 use nimbus_model::quota::QuotaSet;
 use nimbus_model::server::Server;
