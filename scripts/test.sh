@@ -2,8 +2,10 @@
 # The whole test suite: `bash scripts/test.sh` (the README's second command).
 #
 # Works on a fresh Debian 12 machine as root with the Rust toolchain, cargo-nextest and
-# Python 3.11: it installs what else it needs (python3-venv if missing), then runs
-#   1. cargo nextest run --workspace   unit tests, store conformance, integration tests
+# Python 3.11: it installs what else it needs (python3-venv if missing; QEMU and the guest
+# image tools through scripts/install-qemu.sh), then runs
+#   1. cargo nextest run --workspace   unit tests, store conformance, integration tests,
+#                                      the qemu driver booting real guests (TCG)
 #   2. tests/clients/run.sh            the real OpenStack clients against `nimbus serve`
 # and stops at the first failing phase. Arguments are passed to the client tests (pytest).
 set -euo pipefail
@@ -42,11 +44,22 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python 3.11"
 # Debian's python3 needs python3-venv for `python3 -m venv` (ensurepip).
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
-# ---- HOOK: QEMU for the qemu driver's real-guest tests ----
-# scripts/install-qemu.sh comes with the qemu driver (branch `qemu`); once it is on main,
-# this installs QEMU (idempotent) before the tests that boot real guests run.
-if [[ -f scripts/install-qemu.sh ]]; then
-    phase "install QEMU (scripts/install-qemu.sh)" bash scripts/install-qemu.sh
+# ---- QEMU for the qemu driver's real-guest tests (crates/agent/tests/qemu.rs) ----
+# scripts/install-qemu.sh is idempotent and needs root; its output is shown only on failure.
+install_qemu() {
+    local log
+    log=$(mktemp)
+    if ! bash scripts/install-qemu.sh >"$log" 2>&1; then
+        cat "$log" >&2
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}
+if is_root; then
+    phase "install QEMU (scripts/install-qemu.sh)" install_qemu
+elif ! command -v qemu-system-x86_64 >/dev/null; then
+    die "QEMU is missing and this is not root: run 'sudo bash scripts/install-qemu.sh' first"
 fi
 
 # ---- 1. Rust: unit, store conformance and integration tests ----
