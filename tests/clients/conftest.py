@@ -50,6 +50,17 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
+def _die_with_parent():
+    """In the child: get SIGTERM when pytest dies, even if it is killed without running its
+    teardown (Linux prctl PR_SET_PDEATHSIG), so no nimbus outlives a run."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
+
+
 class Nimbus:
     """One running `nimbus serve`."""
 
@@ -82,6 +93,7 @@ class Nimbus:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
         self.clouds_yaml = self.data / "clouds.yaml"
         deadline = time.monotonic() + 60
