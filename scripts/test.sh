@@ -62,9 +62,13 @@ elif ! command -v qemu-system-x86_64 >/dev/null; then
     die "QEMU is missing and this is not root: run 'sudo bash scripts/install-qemu.sh' first"
 fi
 
+# ---- build once: every test target, and target/debug/nimbus for the client tests ----
+# (The same build nextest does. A separate `cargo build -p nimbus` would compile the
+# binary a second time with other dependency features, for nothing.)
+phase "cargo build --workspace --tests" cargo build --quiet --workspace --tests
+
 # ---- 1. Rust: unit, store conformance and integration tests ----
 phase "cargo nextest run --workspace" cargo nextest run --workspace
 
 # ---- 2. real OpenStack clients against a real `nimbus serve` ----
-phase "cargo build -p nimbus" cargo build --quiet -p nimbus
 phase "client tests (tests/clients/run.sh)" bash tests/clients/run.sh "$@"
