@@ -118,6 +118,8 @@ struct Vm {
     destroyed: bool,
     /// The shape before a resize, until confirmed or reverted.
     old_shape: Option<(u32, u64)>,
+    /// Consoles opened for this VM end when this is dropped (the VM is destroyed).
+    console_stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// A synthetic but plausible workload: per-server phase, slowly varying rates. Counters
@@ -304,6 +306,7 @@ impl FakeDriver {
                         epoch: 1,
                         destroyed: false,
                         old_shape: None,
+                        console_stop: tokio::sync::watch::channel(false).0,
                     },
                 );
                 1
@@ -550,11 +553,28 @@ impl Hypervisor for FakeDriver {
         })
     }
 
+    /// A real RFB server showing a placeholder screen (see [`crate::fake_console`]), so
+    /// console clients can be tested against the fake driver too.
     async fn vnc_console(&self, id: ServerId) -> Result<VncConsole> {
-        self.with_vm(id, |_| Ok(()))?;
-        Err(Error::NotImplemented(
-            "The fake driver has no graphical console.".into(),
-        ))
+        let (name, stop) = self.with_vm(id, |vm| {
+            Ok((vm.hostname.clone(), vm.console_stop.subscribe()))
+        })?;
+        let opened = crate::fake_console::open(&name, stop)
+            .await
+            .map_err(|e| Error::Unavailable(format!("Could not open a console: {e}")))?;
+        self.with_vm(id, |vm| {
+            vm.console.push(format!(
+                "[ nimbus ] VNC console opened on port {}",
+                opened.port
+            ));
+            Ok(())
+        })?;
+        Ok(VncConsole {
+            host: opened.host,
+            port: opened.port,
+            password: opened.password,
+            websocket_port: None,
+        })
     }
 
     async fn diagnostics(&self, id: ServerId) -> Result<Diagnostics> {
@@ -641,6 +661,7 @@ impl Hypervisor for FakeDriver {
             epoch: 1,
             destroyed: false,
             old_shape: None,
+            console_stop: tokio::sync::watch::channel(false).0,
         });
         Ok(vm.power)
     }

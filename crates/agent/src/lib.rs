@@ -6,6 +6,7 @@
 //! (`nimbus agent`).
 
 pub mod fake;
+pub mod fake_console;
 pub mod hypervisor;
 pub mod qemu;
 pub mod remote;

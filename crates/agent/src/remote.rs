@@ -203,3 +203,82 @@ pub async fn run(
         }
     }
 }
+
+/// Image bytes from the controller's blob store over the internal API, verified against
+/// their SHA-512 (for agents that do not share the controller's disk).
+#[derive(Clone, Debug)]
+pub struct HttpBlobSource {
+    pub link: ControllerLink,
+}
+
+#[async_trait]
+impl crate::qemu::ImageSource for HttpBlobSource {
+    async fn fetch(
+        &self,
+        image: &nimbus_model::agent::ImageSpec,
+        dest: &std::path::Path,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        use sha2::Digest;
+        use tokio::io::AsyncWriteExt;
+        if image.hash.len() != 128 || !image.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::invalid(format!(
+                "Image {} has no valid SHA-512 hash.",
+                image.id
+            )));
+        }
+        let resp = self
+            .link
+            .http
+            .get(format!(
+                "{}/internal/v1/blobs/{}",
+                self.link.url, image.hash
+            ))
+            .header("authorization", bearer(&self.link.secret))
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(|e| Error::Unavailable(format!("controller unreachable: {e}")))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(Error::not_found(format!(
+                "Image {} has no data on the controller.",
+                image.id
+            )));
+        }
+        if !resp.status().is_success() {
+            return Err(Error::Unavailable(format!(
+                "image download refused ({})",
+                resp.status()
+            )));
+        }
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| Error::internal(format!("create {}: {e}", dest.display())))?;
+        let mut sha = sha2::Sha512::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk
+                .map_err(|e| Error::Unavailable(format!("image download interrupted: {e}")))?;
+            sha.update(&chunk);
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| Error::internal(format!("write {}: {e}", dest.display())))?;
+        }
+        file.flush()
+            .await
+            .map_err(|e| Error::internal(format!("flush {}: {e}", dest.display())))?;
+        let got = hex_lower(&sha.finalize());
+        if got != image.hash {
+            let _ = tokio::fs::remove_file(dest).await;
+            return Err(Error::internal(format!(
+                "image {} arrived corrupted (SHA-512 mismatch)",
+                image.id
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -4,8 +4,11 @@
 //! Each dialect maps [`nimbus_model::Error`] to its own status and fault body in a single
 //! `match` (see `openstack::compute::fault`, `openstack::identity::fault`, ...).
 
+mod alliance;
 pub mod common;
+pub mod cyclades;
 pub mod internal;
+mod mogan;
 pub mod openstack;
 
 use axum::Router;
@@ -57,7 +60,10 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::identity::router(state.clone()))
         .merge(openstack::compute::router(state.clone()))
         .merge(openstack::image::router(state.clone()))
+        .merge(cyclades::router(state.clone()))
         .merge(internal::router(state.clone()))
+        .merge(mogan::router(state.clone()))
+        .merge(alliance::router(state.clone()))
         .route(
             "/",
             axum::routing::get(openstack::root_versions).with_state(state.clone()),

@@ -150,7 +150,7 @@ impl Control {
             } else {
                 s.power_state
             };
-            if let Err(e) = self
+            let adopted = self
                 .agent_call(
                     host.id,
                     AgentRequest::Adopt {
@@ -158,9 +158,23 @@ impl Control {
                         power_state: power,
                     },
                 )
-                .await
-            {
-                tracing::warn!(server = %s.id, error = %e, "could not hand server back to its host");
+                .await;
+            match adopted {
+                // The host lost the guest (it restarted): the server stopped without anyone
+                // asking. The power-state sync path records it and restarts HA servers.
+                Ok(AgentReply::Power { power_state }) if power_state != s.power_state => {
+                    let reason = format!(
+                        "host {} no longer runs the guest after a restart",
+                        host.name
+                    );
+                    if let Err(e) = self.power_state_changed(s.id, power_state, &reason).await {
+                        tracing::warn!(server = %s.id, error = %e, "could not record the power state");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(server = %s.id, error = %e, "could not hand server back to its host")
+                }
             }
         }
         Ok(())

@@ -8,11 +8,13 @@
 
 pub mod agents;
 pub mod engine;
+pub mod extra_specs;
 pub mod flavors;
 pub mod hosts;
 pub mod identity;
 pub mod images;
 pub mod keypairs;
+pub mod lookup;
 pub mod networks;
 pub mod quotas;
 pub mod reconcile;

@@ -103,6 +103,8 @@ pub struct ServerUpdate {
     pub access_ipv6: Option<Option<String>>,
     pub ha: Option<bool>,
     pub tags: Option<Vec<String>>,
+    /// Replace all metadata (checked like the metadata API: state table, limits).
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// A rebuild request.
@@ -348,11 +350,37 @@ impl Control {
         Ok(s)
     }
 
+    /// By numeric serial, deleted servers included until they are purged: Cyclades shows a
+    /// deleted server as `DELETED` and answers "server deleted" (400) rather than 404 when
+    /// one is acted on. Same project visibility as [`Self::server_get`].
+    pub async fn server_get_by_serial_with_deleted(
+        &self,
+        ctx: &Context,
+        serial: i64,
+    ) -> Result<Server> {
+        self.inner
+            .store
+            .server_get_by_serial(serial)
+            .await?
+            .filter(|s| s.project_id == ctx.project_id || ctx.is_admin())
+            .ok_or_else(|| Error::server_not_found(serial))
+    }
+
     /// List servers. Non-admins always see only their project; `all_tenants` is honoured for
     /// admins only (Nova silently ignores it otherwise).
     pub async fn servers_list(&self, ctx: &Context, mut q: ServerListQuery) -> Result<Vec<Server>> {
         if !(q.all_tenants && ctx.is_admin()) {
             q.filter.project_id = Some(ctx.project_id.clone());
+        }
+        for (field, re) in &q.filter.regex {
+            regex::RegexBuilder::new(re)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| {
+                    Error::invalid(format!(
+                        "Invalid regular expression in {field:?} filter: {e}"
+                    ))
+                })?;
         }
         if let Some(re) = &q.filter.name_regex {
             regex::RegexBuilder::new(re)
@@ -550,6 +578,16 @@ impl Control {
                     .await?
                     .filter(|grp| grp.project_id == ctx.project_id || ctx.is_admin())
                     .ok_or_else(|| Error::invalid(format!("Invalid server group {g}")))?;
+                // Nova's server_group_members quota: members after this create.
+                let limit = self
+                    .effective_quota(&ctx.project_id)
+                    .await?
+                    .get("server_group_members");
+                if limit >= 0 && (group.members.len() as i64 + max as i64) > limit {
+                    return Err(Error::OverQuota(
+                        "Quota exceeded, too many servers in group".into(),
+                    ));
+                }
                 Some(group)
             }
             None => None,
@@ -703,7 +741,25 @@ impl Control {
         if let Some(tags) = &upd.tags {
             validate_tags(tags)?;
         }
+        if let Some(md) = &upd.metadata {
+            validate_metadata(md)?;
+            let limit = self
+                .effective_quota(&ctx.project_id)
+                .await?
+                .get("metadata_items");
+            if limit >= 0 && md.len() as i64 > limit {
+                return Err(Error::OverQuota(format!(
+                    "Quota exceeded for metadata_items: Requested {}, but already used 0 of {limit} metadata_items",
+                    md.len()
+                )));
+            }
+        }
+        // One guarded write: every field changes together or none does.
         self.mutate_server(id, |s| {
+            if let Some(md) = &upd.metadata {
+                Self::check(ctx, s, Action::UpdateMetadata)?;
+                s.metadata = md.clone();
+            }
             if let Some(n) = &upd.name {
                 s.name = n.clone();
             }
@@ -2426,7 +2482,7 @@ impl Control {
     /// A guest changed power state on its own. A running server whose guest stopped or
     /// crashed becomes SHUTOFF (Nova's power-state sync), with the cause in its action log
     /// and fault; an HA server is then started again.
-    async fn power_state_changed(
+    pub(crate) async fn power_state_changed(
         &self,
         id: ServerId,
         power: PowerState,

@@ -161,6 +161,38 @@ pub struct ServerFilter {
     pub not_tags: Vec<String>,
     /// Servers carrying none of these tags.
     pub not_tags_any: Vec<String>,
+    /// Regular expressions searched in a field's text (Nova's `_regex_instance_filter`, used
+    /// for `power_state`, `progress`, `created_at`, ... from microversion 2.83).
+    pub regex: Vec<(RegexField, String)>,
+}
+
+/// Fields Nova filters by regex over their text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegexField {
+    PowerState,
+    Progress,
+    ConfigDrive,
+    CreatedAt,
+    LaunchedAt,
+    TerminatedAt,
+    Hostname,
+    Description,
+}
+
+impl RegexField {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "power_state" => Self::PowerState,
+            "progress" => Self::Progress,
+            "config_drive" => Self::ConfigDrive,
+            "created_at" => Self::CreatedAt,
+            "launched_at" => Self::LaunchedAt,
+            "terminated_at" => Self::TerminatedAt,
+            "hostname" => Self::Hostname,
+            "description" | "display_description" => Self::Description,
+            _ => return None,
+        })
+    }
 }
 
 /// Sort keys the store accepts (Nova's allowed `sort_key` values that map onto our columns).

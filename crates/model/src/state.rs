@@ -184,6 +184,45 @@ pub fn openstack_status(vm: VmState, task: Option<TaskState>, _power: PowerState
     }
 }
 
+/// The Synnefo Cyclades `status` (seed 001, "Server Status"): BUILD, ACTIVE, STOPPED, REBOOT,
+/// DELETED, ERROR, UNKNOWN. Cyclades has no word for Nova's paused, suspended, shelved or
+/// resized states, so each maps to the nearest state a Cyclades user can act on: a guest
+/// that is not running is STOPPED (the `start` action applies), a resized guest running on
+/// its new flavor is ACTIVE, and a rescued guest (no Cyclades meaning) is UNKNOWN. A rebuild
+/// shows as BUILD. Unlike Nova, the power state counts: Cyclades reports what the backend
+/// observes, so a guest found shut down or crashed while no action runs is STOPPED even
+/// before the power-state sync moves its vm_state.
+pub fn cyclades_status(vm: VmState, task: Option<TaskState>, power: PowerState) -> &'static str {
+    use PowerState as P;
+    use TaskState as T;
+    use VmState as V;
+    let rebuilding = matches!(
+        task,
+        Some(T::Rebuilding | T::RebuildBlockDeviceMapping | T::RebuildSpawning)
+    );
+    match (vm, task) {
+        (V::Building, _) => "BUILD",
+        (V::Deleted | V::SoftDeleted, _) => "DELETED",
+        _ if rebuilding => "BUILD",
+        (V::Error, _) => "ERROR",
+        (
+            V::Active,
+            Some(
+                T::Rebooting
+                | T::RebootPending
+                | T::RebootStarted
+                | T::RebootingHard
+                | T::RebootPendingHard
+                | T::RebootStartedHard,
+            ),
+        ) => "REBOOT",
+        (V::Active, None) if matches!(power, P::Shutdown | P::Crashed) => "STOPPED",
+        (V::Active | V::Resized, _) => "ACTIVE",
+        (V::Stopped | V::Paused | V::Suspended | V::Shelved | V::ShelvedOffloaded, _) => "STOPPED",
+        (V::Rescued, _) => "UNKNOWN",
+    }
+}
+
 /// The inverse used by `GET /servers?status=X`: which vm_states (and, for transitional
 /// statuses, task_states) a status filter selects. Returns `None` for an unknown status.
 /// Mirrors nova `common.task_and_vm_state_from_status`.
@@ -476,6 +515,84 @@ pub fn deny_message(action: Action, server_id: &str, reason: &DenyReason) -> Str
     )
 }
 
+// ---- Mogan (seed 002) ----
+//
+// Mogan (the bare-metal compute service) names its states after its own engine state machine
+// (`mogan/common/states.py`) and its power states after Ironic's (`power on`, `power off`,
+// ...). These functions are the Mogan view of the three core axes.
+
+/// Mogan's instance `status`: lower-case, with the transitional states Mogan's state machine
+/// has (`building`, `powering-on`, `powering-off`, `rebooting`, `rebuilding`, `deleting`)
+/// taking precedence over the stable ones (`active`, `stopped`, `error`, `deleted`).
+///
+/// Core states Mogan has no name for (paused, suspended, rescued, resized, shelved, ...) are
+/// shown with the core's vm_state name, so a Mogan client still sees something truthful.
+/// Power state does not enter the mapping; it is a parameter so every dialect's status
+/// function has the same shape.
+pub fn mogan_status(vm: VmState, task: Option<TaskState>, _power: PowerState) -> &'static str {
+    use TaskState as T;
+    use VmState as V;
+    match (vm, task) {
+        (V::Deleted, _) => "deleted",
+        (_, Some(T::Deleting | T::SoftDeleting)) => "deleting",
+        (V::Building, _) => "building",
+        (_, Some(T::PoweringOn)) => "powering-on",
+        (_, Some(T::PoweringOff)) => "powering-off",
+        (
+            _,
+            Some(
+                T::Rebooting
+                | T::RebootPending
+                | T::RebootStarted
+                | T::RebootingHard
+                | T::RebootPendingHard
+                | T::RebootStartedHard,
+            ),
+        ) => "rebooting",
+        (_, Some(T::Rebuilding | T::RebuildBlockDeviceMapping | T::RebuildSpawning)) => {
+            "rebuilding"
+        }
+        (V::Active, _) => "active",
+        (V::Stopped, _) => "stopped",
+        (V::Error, _) => "error",
+        (V::Paused, _) => "paused",
+        (V::Suspended, _) => "suspended",
+        (V::Rescued, _) => "rescued",
+        (V::Resized, _) => "resized",
+        (V::SoftDeleted, _) => "soft-delete",
+        (V::Shelved, _) => "shelved",
+        (V::ShelvedOffloaded, _) => "shelved_offloaded",
+    }
+}
+
+/// Mogan's `power_state` (Ironic's names): `None` (JSON null) when the hypervisor has not
+/// reported one yet, as Mogan's `NOSTATE`.
+///
+/// A paused guest still has power (`power on`); a suspended one was saved to disk and
+/// stopped (`power off`); a crashed one is Ironic's `error`.
+pub fn mogan_power_state(power: PowerState) -> Option<&'static str> {
+    match power {
+        PowerState::NoState => None,
+        PowerState::Running | PowerState::Paused => Some("power on"),
+        PowerState::Shutdown | PowerState::Suspended => Some("power off"),
+        PowerState::Crashed => Some("error"),
+    }
+}
+
+/// Mogan's `target_power_state`: the power state a change in flight will reach, derived
+/// from the core's task (Ironic's names: `power on`, `power off`, `rebooting` for a hard
+/// reboot, `soft rebooting` for a soft one); `None` when no power change is in flight.
+pub fn mogan_target_power_state(task: Option<TaskState>) -> Option<&'static str> {
+    use TaskState as T;
+    match task? {
+        T::PoweringOn => Some("power on"),
+        T::PoweringOff => Some("power off"),
+        T::RebootingHard | T::RebootPendingHard | T::RebootStartedHard => Some("rebooting"),
+        T::Rebooting | T::RebootPending | T::RebootStarted => Some("soft rebooting"),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,6 +677,65 @@ mod tests {
                 *want,
                 "{vm:?} {task:?}"
             );
+        }
+    }
+
+    /// Seed 001's status vocabulary for every vm_state, and the task and power cases.
+    #[test]
+    fn cyclades_status_table() {
+        let rows: &[(V, Option<T>, P, &str)] = &[
+            (V::Building, None, P::NoState, "BUILD"),
+            (V::Building, Some(T::Scheduling), P::NoState, "BUILD"),
+            (V::Building, Some(T::Spawning), P::NoState, "BUILD"),
+            (V::Active, None, P::Running, "ACTIVE"),
+            (V::Active, Some(T::PoweringOff), P::Running, "ACTIVE"),
+            (V::Active, Some(T::Deleting), P::Running, "ACTIVE"),
+            (V::Active, Some(T::Rebooting), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootPending), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootStarted), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootingHard), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootPendingHard), P::Running, "REBOOT"),
+            (V::Active, Some(T::RebootStartedHard), P::Running, "REBOOT"),
+            (V::Active, Some(T::Rebuilding), P::Running, "BUILD"),
+            (V::Active, Some(T::RebuildSpawning), P::NoState, "BUILD"),
+            (V::Active, None, P::Shutdown, "STOPPED"),
+            (V::Active, None, P::Crashed, "STOPPED"),
+            (V::Active, Some(T::PoweringOff), P::Shutdown, "ACTIVE"),
+            (V::Active, Some(T::ResizePrep), P::Running, "ACTIVE"),
+            (V::Stopped, None, P::Shutdown, "STOPPED"),
+            (V::Stopped, Some(T::PoweringOn), P::Shutdown, "STOPPED"),
+            (V::Stopped, Some(T::Rebuilding), P::Shutdown, "BUILD"),
+            (V::Paused, None, P::Paused, "STOPPED"),
+            (V::Suspended, None, P::Suspended, "STOPPED"),
+            (V::Shelved, None, P::Shutdown, "STOPPED"),
+            (V::ShelvedOffloaded, None, P::NoState, "STOPPED"),
+            (V::Resized, None, P::Running, "ACTIVE"),
+            (V::Resized, Some(T::ResizeReverting), P::Running, "ACTIVE"),
+            (V::Rescued, None, P::Running, "UNKNOWN"),
+            (V::Error, None, P::NoState, "ERROR"),
+            (V::Error, Some(T::Deleting), P::NoState, "ERROR"),
+            (V::Error, Some(T::Rebuilding), P::NoState, "BUILD"),
+            (V::Deleted, None, P::NoState, "DELETED"),
+            (V::SoftDeleted, None, P::Shutdown, "DELETED"),
+        ];
+        for (vm, task, power, want) in rows {
+            assert_eq!(
+                cyclades_status(*vm, *task, *power),
+                *want,
+                "{vm:?} {task:?} {power:?}"
+            );
+        }
+        // Every combination lands in the seed's vocabulary.
+        const SEED: &[&str] = &[
+            "BUILD", "ACTIVE", "STOPPED", "REBOOT", "DELETED", "UNKNOWN", "ERROR",
+        ];
+        for &vm in VmState::ALL {
+            for task in std::iter::once(None).chain(TaskState::ALL.iter().copied().map(Some)) {
+                for &power in PowerState::ALL {
+                    let s = cyclades_status(vm, task, power);
+                    assert!(SEED.contains(&s), "{vm:?} {task:?} {power:?} -> {s}");
+                }
+            }
         }
     }
 
@@ -775,5 +951,110 @@ mod tests {
             deny_message(Action::Pause, "abc", &DenyReason::Locked),
             "Instance abc is locked"
         );
+    }
+}
+
+#[cfg(test)]
+mod mogan_tests {
+    use super::*;
+    use PowerState as P;
+    use TaskState as T;
+    use VmState as V;
+
+    /// Every vm_state at rest, and every task that has a Mogan name.
+    #[test]
+    fn mogan_status_table() {
+        let rows: &[(V, Option<T>, &str)] = &[
+            (V::Active, None, "active"),
+            (V::Building, None, "building"),
+            (V::Building, Some(T::Scheduling), "building"),
+            (V::Building, Some(T::Spawning), "building"),
+            (V::Building, Some(T::Deleting), "deleting"),
+            (V::Stopped, None, "stopped"),
+            (V::Error, None, "error"),
+            (V::Deleted, None, "deleted"),
+            (V::Stopped, Some(T::PoweringOn), "powering-on"),
+            (V::Active, Some(T::PoweringOff), "powering-off"),
+            (V::Error, Some(T::PoweringOff), "powering-off"),
+            (V::Active, Some(T::Rebooting), "rebooting"),
+            (V::Active, Some(T::RebootPending), "rebooting"),
+            (V::Active, Some(T::RebootStarted), "rebooting"),
+            (V::Active, Some(T::RebootingHard), "rebooting"),
+            (V::Active, Some(T::RebootPendingHard), "rebooting"),
+            (V::Active, Some(T::RebootStartedHard), "rebooting"),
+            (V::Stopped, Some(T::RebootingHard), "rebooting"),
+            (V::Active, Some(T::Rebuilding), "rebuilding"),
+            (V::Stopped, Some(T::RebuildSpawning), "rebuilding"),
+            (V::Error, Some(T::RebuildBlockDeviceMapping), "rebuilding"),
+            (V::Active, Some(T::Deleting), "deleting"),
+            (V::Error, Some(T::Deleting), "deleting"),
+            (V::Stopped, Some(T::SoftDeleting), "deleting"),
+            // Tasks Mogan has no name for leave the stable state visible.
+            (V::Active, Some(T::Pausing), "active"),
+            (V::Active, Some(T::ImageSnapshot), "active"),
+            (V::Stopped, Some(T::ResizePrep), "stopped"),
+            // Core states Mogan lacks keep the core's name.
+            (V::Paused, None, "paused"),
+            (V::Suspended, None, "suspended"),
+            (V::Rescued, None, "rescued"),
+            (V::Resized, None, "resized"),
+            (V::SoftDeleted, None, "soft-delete"),
+            (V::Shelved, None, "shelved"),
+            (V::ShelvedOffloaded, None, "shelved_offloaded"),
+        ];
+        for (vm, task, want) in rows {
+            assert_eq!(
+                mogan_status(*vm, *task, P::Running),
+                *want,
+                "{vm:?} {task:?}"
+            );
+        }
+        // Every vm_state has a name (no panics, no empty strings).
+        for &vm in VmState::ALL {
+            for &task in TaskState::ALL {
+                assert!(!mogan_status(vm, Some(task), P::NoState).is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn mogan_power_state_table() {
+        let rows: &[(P, Option<&str>)] = &[
+            (P::NoState, None),
+            (P::Running, Some("power on")),
+            (P::Paused, Some("power on")),
+            (P::Shutdown, Some("power off")),
+            (P::Suspended, Some("power off")),
+            (P::Crashed, Some("error")),
+        ];
+        assert_eq!(
+            rows.len(),
+            PowerState::ALL.len(),
+            "every power state has a row"
+        );
+        for (p, want) in rows {
+            assert_eq!(mogan_power_state(*p), *want, "{p:?}");
+        }
+    }
+
+    #[test]
+    fn mogan_target_power_state_table() {
+        let rows: &[(Option<T>, Option<&str>)] = &[
+            (None, None),
+            (Some(T::PoweringOn), Some("power on")),
+            (Some(T::PoweringOff), Some("power off")),
+            (Some(T::RebootingHard), Some("rebooting")),
+            (Some(T::RebootPendingHard), Some("rebooting")),
+            (Some(T::RebootStartedHard), Some("rebooting")),
+            (Some(T::Rebooting), Some("soft rebooting")),
+            (Some(T::RebootPending), Some("soft rebooting")),
+            (Some(T::RebootStarted), Some("soft rebooting")),
+            (Some(T::Spawning), None),
+            (Some(T::Deleting), None),
+            (Some(T::Pausing), None),
+        ];
+        for (task, want) in rows {
+            assert_eq!(mogan_target_power_state(*task), *want, "{task:?}");
+        }
     }
 }

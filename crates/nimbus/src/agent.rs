@@ -4,7 +4,7 @@
 
 use anyhow::Context as _;
 use nimbus_agent::Agent;
-use nimbus_agent::fake::{FakeConfig, FakeDriver};
+use nimbus_agent::fake::FakeConfig;
 use nimbus_agent::remote::{ControllerLink, HttpEvents, Registration};
 use nimbus_control::hosts::HostOptions;
 use std::net::SocketAddr;
@@ -15,6 +15,8 @@ use std::time::Duration;
 /// Everything `nimbus agent` can be told.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
+    pub driver: crate::Driver,
+    pub qemu: crate::QemuSettings,
     /// The controller's base URL.
     pub controller: String,
     pub listen: SocketAddr,
@@ -35,6 +37,7 @@ pub struct RunningAgent {
     stop: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     heartbeats: tokio::task::JoinHandle<()>,
+    qemu: Option<Arc<nimbus_agent::qemu::QemuDriver>>,
 }
 
 impl RunningAgent {
@@ -50,6 +53,10 @@ impl RunningAgent {
 
     pub async fn wait(self) -> std::io::Result<()> {
         let _ = self.heartbeats.await;
+        // Guests keep running; a restarted agent re-attaches to them.
+        if let Some(q) = &self.qemu {
+            q.detach_all().await;
+        }
         match self.server.await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
@@ -62,9 +69,27 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<RunningAgent> {
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let link = ControllerLink::new(&cfg.controller, &cfg.secret);
     let events = HttpEvents::new(link.clone());
-    let mut fake = cfg.fake.clone();
-    fake.work_dir = cfg.data_dir.join("fake");
-    let agent = Agent::new(Arc::new(FakeDriver::new(fake)), Arc::new(events.clone()));
+    // The agent has no local image store: images come from the controller.
+    let (kind, why) = crate::drivers::resolve(&cfg.driver, &cfg.qemu);
+    let kind = if kind == crate::Driver::None {
+        crate::Driver::Fake
+    } else {
+        kind
+    };
+    let images = Arc::new(nimbus_agent::remote::HttpBlobSource { link: link.clone() });
+    let built = crate::drivers::build(
+        &kind,
+        &cfg.data_dir,
+        &cfg.fake,
+        &cfg.qemu,
+        &cfg.fake.host_name,
+        images,
+        Arc::new(events.clone()),
+    )
+    .await?;
+    tracing::info!(driver = if kind == crate::Driver::Qemu { "qemu" } else { "fake" }, reason = %why, "agent driver");
+    let qemu = built.qemu.clone();
+    let agent = Agent::new(built.driver, Arc::new(events.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
@@ -103,5 +128,6 @@ pub async fn start(cfg: AgentConfig) -> anyhow::Result<RunningAgent> {
         stop,
         server,
         heartbeats,
+        qemu,
     })
 }

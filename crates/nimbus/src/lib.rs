@@ -5,11 +5,12 @@
 
 pub mod agent;
 pub mod cloudsyaml;
+pub mod drivers;
 pub mod local_agent;
 
 use anyhow::Context as _;
 use nimbus_agent::Agent;
-use nimbus_agent::fake::{FakeConfig, FakeDriver};
+use nimbus_agent::fake::FakeConfig;
 use nimbus_api::ApiConfig;
 use nimbus_control::hosts::HostOptions;
 use nimbus_control::{Config as ControlConfig, Control};
@@ -19,12 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Which hypervisor driver the in-process agent uses.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Driver {
-    Fake,
-    None,
-}
+pub use drivers::{Driver, QemuSettings};
 
 /// Everything `nimbus serve` can be told.
 #[derive(Clone, Debug)]
@@ -38,7 +34,10 @@ pub struct ServeConfig {
     pub admin_password: Option<String>,
     pub reset_admin_password: bool,
     pub driver: Driver,
+    /// The in-process host's name (os-hypervisors, os-services).
+    pub host_name: String,
     pub fake: FakeConfig,
+    pub qemu: QemuSettings,
     pub host: HostOptions,
     pub control: ControlConfig,
     pub max_body_bytes: usize,
@@ -56,7 +55,9 @@ impl Default for ServeConfig {
             admin_password: None,
             reset_admin_password: false,
             driver: Driver::Fake,
+            host_name: FakeConfig::default().host_name,
             fake: FakeConfig::default(),
+            qemu: QemuSettings::default(),
             host: HostOptions::default(),
             control: ControlConfig::default(),
             max_body_bytes: 1024 * 1024,
@@ -75,6 +76,7 @@ pub struct Running {
     pub admin_project: String,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    qemu: Option<Arc<nimbus_agent::qemu::QemuDriver>>,
 }
 
 impl Running {
@@ -83,6 +85,15 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.control.shutdown();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        // Guests keep running; the next start re-attaches to them.
+        if let Some(q) = &self.qemu {
+            q.detach_all().await;
+        }
+    }
+
+    /// Detach from QEMU guests (they keep running) — for a signal-driven shutdown.
+    pub fn qemu(&self) -> Option<Arc<nimbus_agent::qemu::QemuDriver>> {
+        self.qemu.clone()
     }
 
     /// Wait until the server stops (a signal, or [`Running::stop`] from elsewhere).
@@ -120,14 +131,26 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         .await?;
     control.ensure_default_flavors().await?;
 
-    match cfg.driver {
-        Driver::Fake => {
-            let mut fake = cfg.fake.clone();
-            fake.work_dir = cfg.data_dir.join("fake");
-            let agent = Agent::new(
-                Arc::new(FakeDriver::new(fake)),
+    let (driver, why) = drivers::resolve(&cfg.driver, &cfg.qemu);
+    let mut qemu_driver = None;
+    match driver {
+        Driver::None => tracing::info!("no in-process agent (--no-agent)"),
+        kind => {
+            let images = Arc::new(nimbus_agent::qemu::LocalBlobSource {
+                blob_dir: cfg.data_dir.join("images").join("blobs"),
+            });
+            let built = drivers::build(
+                &kind,
+                &cfg.data_dir,
+                &cfg.fake,
+                &cfg.qemu,
+                &cfg.host_name,
+                images,
                 Arc::new(control.event_channel()),
-            );
+            )
+            .await?;
+            qemu_driver = built.qemu.clone();
+            let agent = Agent::new(built.driver, Arc::new(control.event_channel()));
             control
                 .register_agent(
                     "local",
@@ -135,12 +158,14 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
                     cfg.host.clone(),
                 )
                 .await?;
-            tracing::info!(
-                driver = "fake",
-                "in-process agent: fake driver (simulated guests)"
-            );
+            let name = if kind == Driver::Qemu { "qemu" } else { "fake" };
+            tracing::info!(driver = name, reason = %why, "in-process agent driver");
+            if kind == Driver::Qemu
+                && let Some(img) = cfg.qemu.test_image.as_ref().filter(|p| p.exists())
+            {
+                import_test_image(&control, &boot, img).await?;
+            }
         }
-        Driver::None => tracing::info!("no in-process agent (--no-agent)"),
     }
     control.start().await?;
 
@@ -198,5 +223,53 @@ pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
         admin_project: boot.admin_project.name,
         shutdown,
         server,
+        qemu: qemu_driver,
     })
+}
+
+/// Offer the guest test image as the public `nimbus-test` image (once), so a quick start
+/// on the qemu driver has something to boot.
+async fn import_test_image(
+    control: &Control,
+    boot: &nimbus_control::identity::Bootstrap,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let ctx = nimbus_model::identity::Context {
+        user_id: boot.admin_user.id.clone(),
+        user_name: boot.admin_user.name.clone(),
+        project_id: boot.admin_project.id.clone(),
+        project_name: boot.admin_project.name.clone(),
+        roles: vec![nimbus_model::identity::ROLE_ADMIN.into()],
+        request_id: nimbus_model::request_id(),
+    };
+    let q = nimbus_control::images::ImageListQuery {
+        filter: nimbus_control::images::ImageListFilter {
+            name: Some(vec!["nimbus-test".into()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if !control.images_list(&ctx, q).await?.is_empty() {
+        return Ok(());
+    }
+    let img = control
+        .image_create(
+            &ctx,
+            nimbus_control::images::ImageCreate {
+                name: Some("nimbus-test".into()),
+                visibility: Some(nimbus_model::image::Visibility::Public),
+                disk_format: Some("qcow2".into()),
+                container_format: Some("bare".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    control
+        .image_upload(&ctx, img.id, tokio_util::io::ReaderStream::new(file))
+        .await?;
+    tracing::info!(image = %img.id, path = %path.display(), "imported the guest test image as 'nimbus-test'");
+    Ok(())
 }

@@ -75,6 +75,9 @@ struct AgentArgs {
     /// How often to heart-beat.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
+    /// QEMU accelerator: tcg, or kvm (used only if a probe boot proves it works).
+    #[arg(long, env = "NIMBUS_QEMU_ACCEL", default_value = "tcg")]
+    qemu_accel: String,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -105,9 +108,17 @@ struct ServeArgs {
     /// Run without an in-process agent.
     #[arg(long)]
     no_agent: bool,
-    /// Hypervisor driver of the in-process agent.
-    #[arg(long, env = "NIMBUS_DRIVER", default_value = "fake")]
+    /// Hypervisor driver of the in-process agent: auto (qemu when QEMU and a guest image
+    /// are available, else fake), fake or qemu.
+    #[arg(long, env = "NIMBUS_DRIVER", default_value = "auto")]
     driver: String,
+    /// QEMU accelerator: tcg, or kvm (used only if a probe boot proves it works).
+    #[arg(long, env = "NIMBUS_QEMU_ACCEL", default_value = "tcg")]
+    qemu_accel: String,
+    /// Guest image offered as `nimbus-test` when the qemu driver runs (default:
+    /// $NIMBUS_TEST_IMAGE or target/test-image/nimbus-test.qcow2).
+    #[arg(long)]
+    test_image: Option<PathBuf>,
     /// Fake driver: time from spawn to running.
     #[arg(long, env = "NIMBUS_FAKE_SPAWN_DELAY", default_value = "500ms", value_parser = parse_duration)]
     fake_spawn_delay: Duration,
@@ -162,11 +173,18 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     cfg.driver = if a.no_agent {
         Driver::None
     } else {
-        match a.driver.as_str() {
-            "fake" => Driver::Fake,
-            other => anyhow::bail!("unknown driver '{other}' (available: fake)"),
-        }
+        Driver::parse(&a.driver).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown driver '{}' (available: auto, fake, qemu)",
+                a.driver
+            )
+        })?
     };
+    cfg.qemu.accel = a.qemu_accel;
+    if let Some(img) = a.test_image {
+        cfg.qemu.test_image = Some(img);
+    }
+    cfg.host_name = hostname();
     cfg.fake.spawn_delay = a.fake_spawn_delay;
     cfg.fake.action_delay = a.fake_action_delay;
     cfg.fake.faults = nimbus_agent::fake::parse_faults(&a.fake_faults)
@@ -174,7 +192,6 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     cfg.fake.vcpus = a.host_vcpus;
     cfg.fake.ram_mb = a.host_ram_mb;
     cfg.fake.disk_gb = a.host_disk_gb;
-    cfg.fake.host_name = hostname();
     cfg.host.cpu_allocation_ratio = a.cpu_allocation_ratio;
     cfg.host.ram_allocation_ratio = a.ram_allocation_ratio;
     cfg.host.disk_allocation_ratio = a.disk_allocation_ratio;
@@ -222,9 +239,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(a) => {
-            if a.driver != "fake" {
-                anyhow::bail!("unknown driver '{}' (available: fake)", a.driver);
-            }
+            let driver = Driver::parse(&a.driver).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown driver '{}' (available: auto, fake, qemu)",
+                    a.driver
+                )
+            })?;
             let mut fake = nimbus_agent::fake::FakeConfig {
                 spawn_delay: a.fake_spawn_delay,
                 action_delay: a.fake_action_delay,
@@ -235,6 +255,11 @@ async fn main() -> anyhow::Result<()> {
             };
             fake.host_name = a.name.clone().unwrap_or_else(hostname);
             let cfg = nimbus::agent::AgentConfig {
+                driver,
+                qemu: nimbus::QemuSettings {
+                    accel: a.qemu_accel,
+                    ..Default::default()
+                },
                 controller: a.controller,
                 listen: a.listen,
                 advertise: a.advertise,
@@ -250,7 +275,7 @@ async fn main() -> anyhow::Result<()> {
                 heartbeat_interval: a.heartbeat_interval,
             };
             let running = nimbus::agent::start(cfg).await?;
-            tracing::info!(url = %running.url, driver = "fake", "nimbus agent is serving");
+            tracing::info!(url = %running.url, "nimbus agent is serving");
             let stop = running.stop_handle();
             tokio::spawn(async move {
                 shutdown_signal().await;
@@ -281,6 +306,7 @@ async fn main() -> anyhow::Result<()> {
             println!("  openstack --os-cloud nimbus server list\n");
             let stop = running.shutdown_handle();
             let control = running.control.clone();
+            let qemu = running.qemu();
             tokio::spawn(async move {
                 shutdown_signal().await;
                 tracing::info!("shutting down");
@@ -288,6 +314,10 @@ async fn main() -> anyhow::Result<()> {
                 let _ = stop.send(true);
             });
             running.wait().await?;
+            // Guests keep running; the next start re-attaches to them.
+            if let Some(q) = qemu {
+                q.detach_all().await;
+            }
             Ok(())
         }
     }

@@ -1170,6 +1170,11 @@ impl Hypervisor for QemuDriver {
         Ok(())
     }
 
+    /// Snapshots are written under the state dir; the controller streams them from there.
+    fn work_dir(&self) -> Option<PathBuf> {
+        Some(self.cfg.state_dir.clone())
+    }
+
     async fn list_instances(&self) -> Result<Vec<(ServerId, PowerState)>> {
         let slots: Vec<Arc<Slot>> = self.lock_slots().values().cloned().collect();
         Ok(slots.iter().map(|s| (s.id, get_power(&s.power))).collect())

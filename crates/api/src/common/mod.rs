@@ -22,17 +22,32 @@ pub struct RequestId(pub String);
 pub enum Dialect {
     Identity,
     Compute,
+    Cyclades,
     Image,
+    /// Mogan (seed 002) at `/v1/...`.
+    Mogan,
+    /// Alliance (seed 000): `/servers` and `/flavors` at the root.
+    Alliance,
     Other,
 }
 
 pub fn dialect_of(path: &str) -> Dialect {
     if path.starts_with("/identity") {
         Dialect::Identity
+    } else if path == "/compute/v2.0" || path.starts_with("/compute/v2.0/") {
+        // Before the generic compute prefix: Cyclades lives under it.
+        Dialect::Cyclades
     } else if path.starts_with("/compute") {
         Dialect::Compute
     } else if path.starts_with("/image") {
         Dialect::Image
+    } else if path == "/v1" || path.starts_with("/v1/") {
+        Dialect::Mogan
+    } else if ["/servers", "/flavors"]
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+    {
+        Dialect::Alliance
     } else {
         Dialect::Other
     }
@@ -43,7 +58,10 @@ pub fn render_error(path: &str, err: &Error) -> Response {
     match dialect_of(path) {
         Dialect::Identity => crate::openstack::identity::fault(err),
         Dialect::Compute => crate::openstack::compute::fault::render(err),
+        Dialect::Cyclades => crate::cyclades::fault::render(err),
         Dialect::Image => crate::openstack::image::fault(err),
+        Dialect::Mogan => crate::mogan::fault::render_core(err),
+        Dialect::Alliance => crate::alliance::fault::render_core(err),
         Dialect::Other => crate::openstack::compute::fault::render(err),
     }
 }
@@ -201,5 +219,13 @@ mod tests {
         assert_eq!(dialect_of("/compute/v2.1/servers"), Dialect::Compute);
         assert_eq!(dialect_of("/identity/v3/auth/tokens"), Dialect::Identity);
         assert_eq!(dialect_of("/image/v2/images"), Dialect::Image);
+        assert_eq!(dialect_of("/compute/v2.0/servers"), Dialect::Cyclades);
+        assert_eq!(dialect_of("/compute/v2.0"), Dialect::Cyclades);
+        assert_eq!(dialect_of("/compute/v2.01"), Dialect::Compute);
+        assert_eq!(dialect_of("/v1/instances/x"), Dialect::Mogan);
+        assert_eq!(dialect_of("/servers"), Dialect::Alliance);
+        assert_eq!(dialect_of("/servers/web"), Dialect::Alliance);
+        assert_eq!(dialect_of("/flavors"), Dialect::Alliance);
+        assert_eq!(dialect_of("/serversx"), Dialect::Other);
     }
 }

@@ -915,3 +915,63 @@ async fn simple_tenant_usage() {
         assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {body}");
     }
 }
+
+#[tokio::test]
+async fn aggregates_are_an_empty_admin_list() {
+    let c = Cloud::start().await;
+    let (st, v) = c.get(&c.admin, "/compute/v2.1/os-aggregates").await;
+    assert_eq!((st, v), (StatusCode::OK, json!({"aggregates": []})));
+    let (st, _) = c
+        .post(
+            &c.admin,
+            "/compute/v2.1/os-aggregates",
+            json!({"aggregate": {"name": "a"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(
+        c.get(&c.admin, "/compute/v2.1/os-aggregates/1").await.0,
+        StatusCode::NOT_FOUND
+    );
+    let bob = c.new_member("bob").await;
+    assert_eq!(
+        c.get(&bob, "/compute/v2.1/os-aggregates").await.0,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn extra_specs_are_validated_from_2_86() {
+    let c = Cloud::start().await;
+    let path = "/compute/v2.1/flavors/1/os-extra_specs";
+    let bad = json!({"extra_specs": {"hw:cpu_policy": "fast"}});
+    // Before 2.86 anything goes.
+    assert_eq!(
+        c.post(&c.admin.mv("2.85"), path, bad.clone()).await.0,
+        StatusCode::OK
+    );
+    let (st, v) = c.post(&c.admin.mv("2.86"), path, bad).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not one of")
+    );
+    let unknown = json!({"extra_specs": {"hw:made_up": "1"}});
+    assert_eq!(
+        c.post(&c.admin.mv("2.86"), path, unknown).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let good = json!({"extra_specs": {"hw:cpu_policy": "dedicated", "trait:HW_CPU_X86_AVX2": "required", "my:own": "x"}});
+    let (st, v) = c.post(&c.admin.mv("2.86"), path, good).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, _) = c
+        .put(
+            &c.admin.mv("2.86"),
+            &format!("{path}/hw:numa_nodes"),
+            json!({"hw:numa_nodes": "zero"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}

@@ -41,6 +41,8 @@ fn spawn_agent(
             &vcpus.to_string(),
             "--cpu-allocation-ratio",
             "1.0",
+            "--driver",
+            "fake",
             "--heartbeat-interval",
             "200ms",
         ])

@@ -3,10 +3,15 @@
 
 mod admin;
 mod agents;
+mod alliance;
 mod common;
+mod cyclades;
+mod dialect_shape;
 mod identity;
 mod images;
 mod keypairs;
+mod mogan;
+mod qemu;
 mod quotas;
 mod server_groups;
 mod servers;

@@ -346,3 +346,37 @@ async fn scheduler_honours_group_policies() {
         .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn group_member_quota_is_enforced_at_create() {
+    let c = Cloud::start().await;
+    let a = &c.admin.mv("2.64");
+    let (st, v) = c
+        .put(
+            a,
+            &format!("/compute/v2.1/os-quota-sets/{}", a.project_id),
+            json!({"quota_set": {"server_group_members": 1}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (_, g) = c
+        .post(
+            a,
+            "/compute/v2.1/os-server-groups",
+            json!({"server_group": {"name": "g", "policy": "soft-affinity"}}),
+        )
+        .await;
+    let gid = g["server_group"]["id"].as_str().unwrap().to_owned();
+    let img = c.image(a, "img", b"x").await;
+    let body = |name: &str| json!({"server": {"name": name, "imageRef": img, "flavorRef": "1", "networks": "none"}, "os:scheduler_hints": {"group": gid}});
+    assert_eq!(
+        c.post(a, "/compute/v2.1/servers", body("one")).await.0,
+        StatusCode::ACCEPTED
+    );
+    let (st, v) = c.post(a, "/compute/v2.1/servers", body("two")).await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(
+        v["forbidden"]["message"],
+        "Quota exceeded, too many servers in group"
+    );
+}

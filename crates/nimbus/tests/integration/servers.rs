@@ -1334,3 +1334,106 @@ async fn data_volumes_attach_at_create_and_outlive_the_server() {
     );
     ctl.volume_delete(&ctx, v1.id).await.unwrap();
 }
+
+#[tokio::test]
+async fn hostnames_and_topology_follow_their_microversions() {
+    let c = Cloud::start().await;
+    let img = c.image(&c.admin, "img", b"x").await;
+    let create = |v: &'static str, hostname: &'static str| {
+        let c = &c;
+        let img = img.clone();
+        async move {
+            c.post(
+                &c.admin.mv(v),
+                "/compute/v2.1/servers",
+                json!({"server": {"name": "h", "imageRef": img, "flavorRef": "1", "networks": "none", "hostname": hostname}}),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        create("2.89", "web1").await.0,
+        StatusCode::BAD_REQUEST,
+        "hostname is a 2.90 field"
+    );
+    assert_eq!(
+        create("2.90", "web1.example.com").await.0,
+        StatusCode::BAD_REQUEST,
+        "a label until 2.94"
+    );
+    assert_eq!(create("2.90", "-bad").await.0, StatusCode::BAD_REQUEST);
+    let (st, v) = create("2.94", "web1.example.com").await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let id = v["server"]["id"].as_str().unwrap().to_owned();
+    let s = c.wait_status(&c.admin.mv("2.94"), &id, "ACTIVE").await;
+    assert_eq!(s["OS-EXT-SRV-ATTR:hostname"], "web1.example.com");
+    let (st, v) = c
+        .get(
+            &c.admin.mv("2.78"),
+            &format!("/compute/v2.1/servers/{id}/topology"),
+        )
+        .await;
+    assert_eq!(
+        (st, v),
+        (StatusCode::OK, json!({"nodes": [], "pagesize_kb": null}))
+    );
+    assert_eq!(
+        c.get(
+            &c.admin.mv("2.77"),
+            &format!("/compute/v2.1/servers/{id}/topology")
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn members_filter_by_state_fields_from_2_83() {
+    let c = Cloud::start().await;
+    let bob = c.new_member("bob").await;
+    let img = c.image(&bob, "img", b"x").await;
+    let up = c.server(&bob, "up", &img, json!({})).await;
+    let down = c
+        .server(&bob, "down", &img, json!({"config_drive": true}))
+        .await;
+    c.wait_status(&bob, &up, "ACTIVE").await;
+    c.wait_status(&bob, &down, "ACTIVE").await;
+    c.action(&bob, &down, json!({"os-stop": null})).await;
+    c.wait_status(&bob, &down, "SHUTOFF").await;
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        let mut n: Vec<String> = v["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["name"].as_str().unwrap().to_owned())
+            .collect();
+        n.sort();
+        n
+    };
+    let b83 = bob.mv("2.83");
+    let (_, v) = c.get(&b83, "/compute/v2.1/servers?power_state=4").await;
+    assert_eq!(names(&v), ["down"]);
+    let (_, v) = c.get(&b83, "/compute/v2.1/servers?config_drive=True").await;
+    assert_eq!(names(&v), ["down"]);
+    let (_, v) = c
+        .get(&b83, "/compute/v2.1/servers?progress=100&vm_state=active")
+        .await;
+    assert_eq!(names(&v), ["up"]);
+    let year = chrono::Utc::now().format("%Y").to_string();
+    let (_, v) = c
+        .get(&b83, &format!("/compute/v2.1/servers?created_at={year}"))
+        .await;
+    assert_eq!(names(&v), ["down", "up"]);
+    // Before 2.83 these filters are silently ignored for members, as Nova does.
+    let (_, v) = c
+        .get(&bob.mv("2.82"), "/compute/v2.1/servers?power_state=4")
+        .await;
+    assert_eq!(names(&v), ["down", "up"]);
+    let (st, _) = c.get(&b83, "/compute/v2.1/servers?power_state=(").await;
+    assert_eq!(
+        st,
+        StatusCode::BAD_REQUEST,
+        "a bad regex is the client's mistake"
+    );
+}

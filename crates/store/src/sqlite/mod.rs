@@ -259,6 +259,31 @@ pub(crate) fn query_doc<T: serde::de::DeserializeOwned>(
     doc.map(|d| from_doc(&d)).transpose()
 }
 
+/// Documents whose key is one of `ids`, in chunks that stay under SQLite's parameter
+/// limit. `sql` contains `{ids}` where the `IN (...)` list goes.
+pub(crate) fn docs_in<T: serde::de::DeserializeOwned>(
+    c: &Connection,
+    sql: &str,
+    ids: &[String],
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let placeholders = (1..=chunk.len())
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = sql.replace("{ids}", &placeholders);
+        let mut stmt = c.prepare_cached(&sql).map_err(db_err)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(chunk), |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        for row in rows {
+            out.push(from_doc(&row.map_err(db_err)?)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Read many JSON document columns.
 pub(crate) fn query_docs<T: serde::de::DeserializeOwned>(
     conn: &Connection,

@@ -1,6 +1,6 @@
 //! SQLite implementation of [`crate::NetworkStore`].
 
-use super::{SqliteStore, db_err, from_doc, is_unique_violation, query_doc, query_docs, to_doc};
+use super::{SqliteStore, db_err, is_unique_violation, query_doc, query_docs, to_doc};
 use crate::networks::{NetworkStore, NicAllocation};
 use async_trait::async_trait;
 use nimbus_model::network::{
@@ -34,25 +34,13 @@ fn with_network(c: &Connection, mut nics: Vec<Nic>) -> Result<Vec<Nic>> {
 
 /// NICs of `servers` (by server, then ordinal) with their network's name and serial.
 pub(super) fn nics_for(c: &Connection, servers: &[ServerId]) -> Result<Vec<Nic>> {
-    let mut out: Vec<Nic> = Vec::new();
-    for chunk in servers.chunks(500) {
-        let placeholders = (1..=chunk.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT doc FROM nics WHERE server_id IN ({placeholders}) ORDER BY server_id, ordinal"
-        );
-        let ids: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
-        let mut stmt = c.prepare_cached(&sql).map_err(db_err)?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(ids), |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
-        for row in rows {
-            out.push(from_doc(&row.map_err(db_err)?)?);
-        }
-    }
-    with_network(c, out)
+    let ids: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+    let nics = super::docs_in(
+        c,
+        "SELECT doc FROM nics WHERE server_id IN ({ids}) ORDER BY server_id, ordinal",
+        &ids,
+    )?;
+    with_network(c, nics)
 }
 
 /// Attach each server's NICs.

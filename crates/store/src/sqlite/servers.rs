@@ -5,7 +5,7 @@ use crate::servers::{ServerCreateOutcome, ServerStore};
 use async_trait::async_trait;
 use nimbus_model::operation::Operation;
 use nimbus_model::quota::{ComputeUsage, QuotaSet, first_exceeded};
-use nimbus_model::server::{Server, ServerFilter, ServerPage, ServerSortKey, SortDir};
+use nimbus_model::server::{RegexField, Server, ServerFilter, ServerPage, ServerSortKey, SortDir};
 use nimbus_model::time::Timestamp;
 use nimbus_model::{Error, ProjectId, Result, ServerId};
 use rusqlite::types::Value;
@@ -211,6 +211,23 @@ fn where_clause(f: &ServerFilter) -> (String, Vec<Value>) {
     }
     if let Some(g) = &f.server_group {
         conds.push(format!("server_group = {}", bind(t(&g.to_string()))));
+    }
+    for (field, re) in &f.regex {
+        // The text each field has in Nova's database: integers as digits, config_drive
+        // as 'True' or '', times as `YYYY-MM-DD HH:MM:SS.ffffff`.
+        let expr = match field {
+            RegexField::PowerState => "CAST(power_state AS TEXT)",
+            RegexField::Progress => "CAST(progress AS TEXT)",
+            RegexField::ConfigDrive => {
+                "CASE json_extract(doc, '$.config_drive') WHEN 1 THEN 'True' ELSE '' END"
+            }
+            RegexField::CreatedAt => "replace(replace(created_at, 'T', ' '), 'Z', '')",
+            RegexField::LaunchedAt => "replace(replace(launched_at, 'T', ' '), 'Z', '')",
+            RegexField::TerminatedAt => "replace(replace(terminated_at, 'T', ' '), 'Z', '')",
+            RegexField::Hostname => "hostname",
+            RegexField::Description => "json_extract(doc, '$.description')",
+        };
+        conds.push(format!("regexp({}, {expr})", bind(t(re))));
     }
     if let Some(re) = &f.name_regex {
         conds.push(format!("regexp({}, name)", bind(t(re))));

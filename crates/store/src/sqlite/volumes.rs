@@ -1,6 +1,6 @@
 //! SQLite implementation of [`crate::VolumeStore`].
 
-use super::{SqliteStore, db_err, from_doc, is_unique_violation, query_doc, query_docs, to_doc};
+use super::{SqliteStore, db_err, is_unique_violation, query_doc, query_docs, to_doc};
 use crate::volumes::VolumeStore;
 use async_trait::async_trait;
 use nimbus_model::time::now;
@@ -32,24 +32,12 @@ fn with_pool_names(c: &Connection, mut vols: Vec<Volume>) -> Result<Vec<Volume>>
 
 /// Volumes attached to `servers`, ordered by device.
 pub(super) fn volumes_for(c: &Connection, servers: &[ServerId]) -> Result<Vec<Volume>> {
-    let mut out = Vec::new();
-    for chunk in servers.chunks(500) {
-        let placeholders = (1..=chunk.len())
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT doc FROM volumes WHERE deleted = 0 AND attached_to IN ({placeholders}) ORDER BY serial"
-        );
-        let ids: Vec<String> = chunk.iter().map(|s| s.to_string()).collect();
-        let mut stmt = c.prepare_cached(&sql).map_err(db_err)?;
-        let rows = stmt
-            .query_map(rusqlite::params_from_iter(ids), |r| r.get::<_, String>(0))
-            .map_err(db_err)?;
-        for row in rows {
-            out.push(from_doc::<Volume>(&row.map_err(db_err)?)?);
-        }
-    }
+    let ids: Vec<String> = servers.iter().map(|s| s.to_string()).collect();
+    let mut out: Vec<Volume> = super::docs_in(
+        c,
+        "SELECT doc FROM volumes WHERE deleted = 0 AND attached_to IN ({ids}) ORDER BY serial",
+        &ids,
+    )?;
     out.sort_by(|a, b| a.device.cmp(&b.device));
     with_pool_names(c, out)
 }

@@ -306,6 +306,18 @@ struct SpecsBody {
     extra_specs: BTreeMap<String, Value>,
 }
 
+/// From 2.86 Nova validates extra specs it knows (values) and refuses unknown keys in
+/// the namespaces it knows.
+fn validate_known(api: &Api, specs: &BTreeMap<String, String>) -> Result<(), Error> {
+    if !api.v.at_least(86) {
+        return Ok(());
+    }
+    for (k, v) in specs {
+        nimbus_control::extra_specs::validate(k, v).map_err(Error::invalid)?;
+    }
+    Ok(())
+}
+
 /// Nova accepts string, number and boolean spec values and stores them as strings.
 fn spec_values(m: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>, Error> {
     m.into_iter()
@@ -335,6 +347,7 @@ async fn specs_create(
     JsonBody(b): JsonBody<SpecsBody>,
 ) -> ComputeResult {
     let specs = spec_values(b.extra_specs)?;
+    validate_known(&api, &specs)?;
     let shown = specs.clone();
     api.control()
         .flavor_extra_specs_set(&api.ctx, &FlavorId::from(id), specs)
@@ -368,6 +381,7 @@ async fn spec_update(
         return Err(Error::invalid("Request body and URI mismatch").into());
     }
     let specs = spec_values(b)?;
+    validate_known(&api, &specs)?;
     let shown = specs.clone();
     api.control()
         .flavor_extra_specs_set(&api.ctx, &FlavorId::from(id), specs)

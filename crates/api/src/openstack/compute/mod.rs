@@ -1,6 +1,7 @@
 //! OpenStack Compute v2.1 at `/compute/v2.1` (aliases normalized in `common::paths`).
 //! Responses follow nova 34's view builders and schemas for the negotiated microversion.
 
+mod aggregates;
 mod availability_zone;
 mod extensions;
 pub mod fault;
@@ -213,6 +214,7 @@ pub fn router(state: AppState) -> Router {
         .merge(extensions::routes())
         .merge(migrations::routes())
         .merge(simple_tenant_usage::routes())
+        .merge(aggregates::routes())
         .layer(axum::middleware::from_fn(microversion::layer))
         .layer(axum::middleware::from_fn(method_not_allowed))
         .layer(axum::middleware::from_fn_with_state(

@@ -286,6 +286,9 @@ async fn action(
                 }
             }
             let b: RebuildBody = from_value(Value::Object(obj))?;
+            if let Some(h) = &b.hostname {
+                super::servers::validate_hostname(v, h)?;
+            }
             let image: ImageId = id_from_href(&b.image_ref).parse().map_err(|_| {
                 Error::invalid(format!(
                     "Invalid input for field/attribute imageRef. Value: {0}. '{0}' is not a 'uuid'",

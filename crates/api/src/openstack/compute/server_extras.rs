@@ -54,6 +54,7 @@ pub fn routes() -> Router<AppState> {
             post(remote_console),
         )
         .route("/compute/v2.1/servers/{id}/os-interface", get(interfaces))
+        .route("/compute/v2.1/servers/{id}/topology", get(topology))
         .route(
             "/compute/v2.1/servers/{id}/os-volume_attachments",
             get(volume_attachments),
@@ -455,6 +456,21 @@ async fn remote_console(
     Ok(crate::common::json(
         StatusCode::OK,
         json!({"remote_console": {"protocol": "vnc", "type": rc.kind, "url": url}}),
+    ))
+}
+
+// ---- topology (2.78) ----
+
+/// Nimbus places no server on NUMA nodes, so every server has Nova's answer for a server
+/// without a NUMA topology.
+async fn topology(api: Api, Path(id): Path<String>) -> ComputeResult {
+    if !api.v.at_least(78) {
+        return Err(Error::not_found("The resource could not be found.").into());
+    }
+    api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    Ok(crate::common::json(
+        StatusCode::OK,
+        json!({"nodes": [], "pagesize_kb": null}),
     ))
 }
 

@@ -15,7 +15,9 @@ use nimbus_control::servers::{
     NetworkRequest, RequestedNic, ServerCreate, ServerListQuery, ServerUpdate,
 };
 use nimbus_model::host::HostUsage;
-use nimbus_model::server::{Personality, Server, ServerFilter, ServerPage, ServerSortKey, SortDir};
+use nimbus_model::server::{
+    Personality, RegexField, Server, ServerFilter, ServerPage, ServerSortKey, SortDir,
+};
 use nimbus_model::state::{TaskState, VmState, openstack_status, states_for_openstack_status};
 use nimbus_model::{Error, FlavorId, ImageId, ServerGroupId};
 use serde::Deserialize;
@@ -406,6 +408,9 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
             "user_id",
         ]);
     }
+    if v.at_least(90) {
+        allowed.push("hostname");
+    }
     let may = |k: &str| {
         admin || allowed.contains(&k) || matches!(k, "limit" | "marker" | "sort_key" | "sort_dir")
     };
@@ -543,6 +548,22 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
     }
     if let Some(u) = get("user_id") {
         f.user_id = Some(u.into());
+    }
+    // Fields Nova matches by regex over their text.
+    for key in [
+        "power_state",
+        "progress",
+        "config_drive",
+        "created_at",
+        "launched_at",
+        "terminated_at",
+        "hostname",
+        "description",
+        "display_description",
+    ] {
+        if let (Some(value), Some(field)) = (get(key), RegexField::parse(key)) {
+            f.regex.push((field, value.to_owned()));
+        }
     }
     if get("ip").is_some() || get("ip6").is_some() {
         // Servers have no addresses until networking lands: no server matches an IP.
@@ -815,6 +836,28 @@ fn unexpected(field: &str) -> Error {
     ))
 }
 
+/// Nova's `hostname` parameter: a single label from 2.90, an FQDN from 2.94.
+pub fn validate_hostname(v: super::microversion::Version, h: &str) -> Result<(), Error> {
+    let ok = if v.at_least(94) {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    } else {
+        (2..=63).contains(&h.len())
+            && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !h.starts_with('-')
+            && !h.ends_with('-')
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "Invalid input for field/attribute hostname. Value: {h}. '{h}' is not a valid hostname"
+        )))
+    }
+}
+
 /// A reference that may be a URL (`http://.../flavors/1`): take the last segment.
 pub fn id_from_href(r: &str) -> &str {
     r.trim_end_matches('/').rsplit('/').next().unwrap_or(r)
@@ -961,6 +1004,9 @@ async fn create(api: Api, JsonBody(body): JsonBody<CreateBody>) -> ComputeResult
     }
     if s.hostname.is_some() && !v.at_least(90) {
         return Err(unexpected("hostname").into());
+    }
+    if let Some(h) = &s.hostname {
+        validate_hostname(v, h)?;
     }
     if s.block_device_mapping
         .as_ref()
@@ -1113,6 +1159,9 @@ async fn update(
         return Err(unexpected("hostname").into());
     }
     let f: UpdateFields = from_value(Value::Object(body.server))?;
+    if let Some(h) = &f.hostname {
+        validate_hostname(api.v, h)?;
+    }
     if let Some(d) = &f.disk_config
         && !matches!(d.as_str(), "AUTO" | "MANUAL")
     {
@@ -1129,6 +1178,7 @@ async fn update(
         access_ipv6: f.access_ipv6,
         ha: None,
         tags: None,
+        metadata: None,
     };
     let s = api.control().server_update(&api.ctx, id, upd).await?;
     let opts = if api.v.at_least(75) {

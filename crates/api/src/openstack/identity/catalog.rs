@@ -4,11 +4,13 @@
 
 use serde_json::{Value, json};
 
-/// (type, name, path, stable id suffix)
+/// (type, name, path under the public URL)
 const SERVICES: &[(&str, &str, &str)] = &[
     ("identity", "keystone", "/identity"),
     ("compute", "nova", "/compute/v2.1"),
     ("image", "glance", "/image"),
+    // Mogan's client appends `/v1` to the service root.
+    ("baremetal_compute", "mogan", ""),
 ];
 
 /// Stable ids so clients that cache the catalog see the same entries across restarts.
