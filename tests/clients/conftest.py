@@ -83,6 +83,9 @@ class Nimbus:
                 "127.0.0.1:0",
                 "--data-dir",
                 str(self.data),
+                # The default `auto` would pick qemu when QEMU and a guest image are around.
+                "--driver",
+                "fake",
                 "--fake-spawn-delay",
                 SPAWN_DELAY,
                 "--fake-action-delay",
