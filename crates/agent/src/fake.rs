@@ -162,6 +162,9 @@ impl Workload {
 pub struct FakeDriver {
     config: FakeConfig,
     vms: Arc<Mutex<HashMap<ServerId, Vm>>>,
+    /// Where unrequested power changes (injected crashes) are reported; the sink of the
+    /// latest spawn, so crash timers armed by later boots (reboot, start) report too.
+    events: Mutex<Option<Arc<dyn EventSink>>>,
 }
 
 fn missing(id: ServerId) -> Error {
@@ -173,6 +176,7 @@ impl FakeDriver {
         FakeDriver {
             config,
             vms: Arc::new(Mutex::new(HashMap::new())),
+            events: Mutex::new(None),
         }
     }
 
@@ -217,6 +221,17 @@ impl FakeDriver {
 
     /// Mark the VM running after a (re)boot and arm a crash timer if asked to.
     fn booted(&self, id: ServerId, events: Option<Arc<dyn EventSink>>) {
+        let events = match events {
+            Some(e) => {
+                *self.events.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                Some(e)
+            }
+            None => self
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
         let crash = {
             let mut vms = self.lock();
             let Some(vm) = vms.get_mut(&id) else { return };
@@ -415,8 +430,7 @@ impl Hypervisor for FakeDriver {
             ));
         }
         self.with_vm(id, |_| Ok(()))?;
-        // The crash timer (if any) re-arms on every boot; events go nowhere here because the
-        // agent re-reports nothing for reboots (the reply carries the state).
+        // The crash timer (if any) re-arms on every boot.
         self.booted(id, None);
         Ok(PowerState::Running)
     }
@@ -873,6 +887,20 @@ mod tests {
                 if *server_id == crashy.server_id)
         });
         assert!(crashed);
+        // The timer re-arms on the next boot (a start after the crash).
+        sink.0.lock().unwrap().clear();
+        d.power_on(&crashy).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let again = sink.0.lock().unwrap().iter().any(|e| {
+            matches!(
+                e,
+                AgentEvent::PowerState {
+                    power_state: PowerState::Crashed,
+                    ..
+                }
+            )
+        });
+        assert!(again, "crash-after re-arms on every boot");
 
         // A stalled build ends when the server is destroyed.
         let stuck = spec(Some("stall"));

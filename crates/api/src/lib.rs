@@ -10,6 +10,7 @@ pub mod cyclades;
 pub mod internal;
 mod mogan;
 pub mod openstack;
+pub mod vpe;
 
 use axum::Router;
 use nimbus_control::Control;
@@ -60,6 +61,7 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         .merge(openstack::identity::router(state.clone()))
         .merge(openstack::compute::router(state.clone()))
         .merge(openstack::image::router(state.clone()))
+        .merge(vpe::router(state.clone()))
         .merge(cyclades::router(state.clone()))
         .merge(internal::router(state.clone()))
         .merge(mogan::router(state.clone()))

@@ -46,6 +46,8 @@ impl Control {
     /// Register (or re-register) a host from its agent's self-description and make it
     /// reachable. Servers the database places on the host but the agent does not know are
     /// handed back to it (`Adopt`), so a restarted in-process fake host keeps its servers.
+    /// A server recorded running that the host reports powered off (after a host restart)
+    /// is treated as an unexpected stop: SHUTOFF with a fault, and restarted if it is HA.
     pub async fn register_agent(
         &self,
         address: &str,
@@ -138,46 +140,66 @@ impl Control {
             ..Default::default()
         };
         for s in self.inner.store.servers_list(filter, page).await? {
-            if s.deleted
-                || s.vm_state == VmState::Building
-                || known.iter().any(|(id, _)| *id == s.id)
-            {
+            if s.deleted || s.vm_state == VmState::Building {
                 continue;
             }
-            let spec = self.instance_spec(&s).await?;
-            let power = if s.power_state == PowerState::NoState {
-                PowerState::Shutdown
-            } else {
-                s.power_state
+            let observed = match known.iter().find(|(id, _)| *id == s.id) {
+                Some((_, power)) => Some(*power),
+                None => self.adopt_one(host, &s).await?,
             };
-            let adopted = self
-                .agent_call(
-                    host.id,
-                    AgentRequest::Adopt {
-                        spec,
-                        power_state: power,
-                    },
-                )
-                .await;
-            match adopted {
-                // The host lost the guest (it restarted): the server stopped without anyone
-                // asking. The power-state sync path records it and restarts HA servers.
-                Ok(AgentReply::Power { power_state }) if power_state != s.power_state => {
-                    let reason = format!(
-                        "host {} no longer runs the guest after a restart",
-                        host.name
-                    );
-                    if let Err(e) = self.power_state_changed(s.id, power_state, &reason).await {
-                        tracing::warn!(server = %s.id, error = %e, "could not record the power state");
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(server = %s.id, error = %e, "could not hand server back to its host")
-                }
+            // The host reports another power state than the records: most often it
+            // restarted and lost its guests, so a server recorded running is off and
+            // nobody asked for it. Record it as the power-state sync does, which also
+            // restarts HA servers.
+            if let Some(power) = observed
+                && power != s.power_state
+                && let Err(e) = self
+                    .power_state_changed(
+                        s.id,
+                        power,
+                        &format!(
+                            "compute host {} came back and reported the guest {}",
+                            host.name,
+                            power.as_str()
+                        ),
+                    )
+                    .await
+            {
+                tracing::warn!(server = %s.id, error = %e, "power state after host restart not applied");
             }
         }
         Ok(())
+    }
+
+    /// Hand one server back to its host; returns the power state the host then reports.
+    async fn adopt_one(
+        &self,
+        host: &Host,
+        s: &nimbus_model::server::Server,
+    ) -> Result<Option<PowerState>> {
+        let spec = self.instance_spec(s).await?;
+        let power = if s.power_state == PowerState::NoState {
+            PowerState::Shutdown
+        } else {
+            s.power_state
+        };
+        match self
+            .agent_call(
+                host.id,
+                AgentRequest::Adopt {
+                    spec,
+                    power_state: power,
+                },
+            )
+            .await
+        {
+            Ok(AgentReply::Power { power_state }) => Ok(Some(power_state)),
+            Ok(_) => Ok(None),
+            Err(e) => {
+                tracing::warn!(server = %s.id, error = %e, "could not hand server back to its host");
+                Ok(None)
+            }
+        }
     }
 
     /// Register an agent running as its own process (`nimbus agent`): the controller calls

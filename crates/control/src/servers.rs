@@ -290,6 +290,19 @@ fn reservation_id() -> String {
     format!("r-{s}")
 }
 
+/// Whether a server has a console to open (it runs, or is paused): the rule behind
+/// [`Control::server_vnc_console`], for dialects that hand out console URLs up front.
+pub fn console_available(server: &Server) -> Result<()> {
+    if matches!(server.vm_state, VmState::Active | VmState::Paused) {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "Instance {} is not ready",
+            server.id
+        )))
+    }
+}
+
 /// Options for a server listing, as the API parsed them.
 #[derive(Clone, Debug, Default)]
 pub struct ServerListQuery {
@@ -1491,9 +1504,7 @@ impl Control {
         id: ServerId,
     ) -> Result<nimbus_model::agent::VncConsole> {
         let server = self.server_get(ctx, id).await?;
-        if server.vm_state != VmState::Active && server.vm_state != VmState::Paused {
-            return Err(Error::Conflict(format!("Instance {id} is not ready")));
-        }
+        console_available(&server)?;
         let host = server
             .host_id
             .ok_or_else(|| Error::Conflict(format!("Instance {id} has not been created yet")))?;

@@ -1058,3 +1058,174 @@ mod mogan_tests {
         }
     }
 }
+
+/// The VPE dialect's `status` (seed 004: `active`, `shutoff`, ...), a pure function of the
+/// three axes.
+///
+/// The seed shows a brand-new instance as `status: active` with `task: creating`, so a
+/// building server reads `active` (its `task` says it is still being created). The power
+/// state matters in one case: a server recorded active whose guest is reported off or
+/// crashed reads `shutoff` (the power-state sync, or an HA restart, is about to act on it).
+/// The task does not change the status (VPE shows it separately as `task`); it is a
+/// parameter so every dialect's status function has the same shape.
+pub fn vpe_status(vm: VmState, _task: Option<TaskState>, power: PowerState) -> &'static str {
+    use PowerState as P;
+    use VmState as V;
+    match vm {
+        V::Building => "active",
+        V::Active if matches!(power, P::Shutdown | P::Crashed) => "shutoff",
+        V::Active => "active",
+        V::Stopped => "shutoff",
+        V::Paused => "paused",
+        V::Suspended => "suspended",
+        V::Rescued => "rescued",
+        V::Resized => "resized",
+        V::Error => "error",
+        V::SoftDeleted => "soft_deleted",
+        V::Deleted => "deleted",
+        V::Shelved | V::ShelvedOffloaded => "shelved",
+    }
+}
+
+/// The VPE dialect's `task` (seed 004: `creating`, `deleting`, ...): what is happening to
+/// the server now, in VPE's plain verbs; `None` (JSON `null`) when nothing is.
+pub fn vpe_task(task: Option<TaskState>) -> Option<&'static str> {
+    use TaskState as T;
+    Some(match task? {
+        T::Scheduling | T::BlockDeviceMapping | T::Networking | T::Spawning => "creating",
+        T::Deleting | T::SoftDeleting => "deleting",
+        T::PoweringOn => "starting",
+        T::PoweringOff => "stopping",
+        T::Rebooting
+        | T::RebootPending
+        | T::RebootStarted
+        | T::RebootingHard
+        | T::RebootPendingHard
+        | T::RebootStartedHard => "rebooting",
+        T::Pausing => "pausing",
+        T::Unpausing => "unpausing",
+        T::Suspending => "suspending",
+        T::Resuming => "resuming",
+        T::ResizePrep
+        | T::ResizeMigrating
+        | T::ResizeMigrated
+        | T::ResizeFinish
+        | T::ResizeConfirming
+        | T::ResizeReverting => "resizing",
+        T::Rebuilding | T::RebuildBlockDeviceMapping | T::RebuildSpawning => "rebuilding",
+        T::ImageSnapshot
+        | T::ImageSnapshotPending
+        | T::ImagePendingUpload
+        | T::ImageUploading
+        | T::ImageBackup => "snapshotting",
+        T::UpdatingPassword => "updating_password",
+        T::Rescuing => "rescuing",
+        T::Unrescuing => "unrescuing",
+        T::Migrating => "migrating",
+        T::Restoring => "restoring",
+        T::Shelving
+        | T::ShelvingImagePendingUpload
+        | T::ShelvingImageUploading
+        | T::ShelvingOffloading => "shelving",
+        T::Unshelving => "unshelving",
+    })
+}
+
+#[cfg(test)]
+mod vpe_tests {
+    use super::*;
+    use PowerState as P;
+    use TaskState as T;
+    use VmState as V;
+
+    /// The VPE status table, including the seed's own example (a new instance is `active`
+    /// while its task is `creating`).
+    #[test]
+    fn vpe_status_table() {
+        let rows: &[(V, Option<T>, P, &str)] = &[
+            (V::Building, Some(T::Scheduling), P::NoState, "active"),
+            (V::Building, Some(T::Spawning), P::NoState, "active"),
+            (V::Active, None, P::Running, "active"),
+            (V::Active, Some(T::PoweringOff), P::Running, "active"),
+            (V::Active, Some(T::Deleting), P::Running, "active"),
+            (V::Active, None, P::Crashed, "shutoff"),
+            (V::Active, None, P::Shutdown, "shutoff"),
+            (V::Stopped, None, P::Shutdown, "shutoff"),
+            (V::Stopped, Some(T::PoweringOn), P::Shutdown, "shutoff"),
+            (V::Paused, None, P::Paused, "paused"),
+            (V::Suspended, None, P::Suspended, "suspended"),
+            (V::Rescued, None, P::Running, "rescued"),
+            (V::Resized, None, P::Running, "resized"),
+            (V::Error, None, P::NoState, "error"),
+            (V::Error, Some(T::Deleting), P::NoState, "error"),
+            (V::SoftDeleted, None, P::Shutdown, "soft_deleted"),
+            (V::Deleted, None, P::NoState, "deleted"),
+            (V::Shelved, None, P::Shutdown, "shelved"),
+            (V::ShelvedOffloaded, None, P::NoState, "shelved"),
+        ];
+        for (vm, task, power, want) in rows {
+            assert_eq!(
+                vpe_status(*vm, *task, *power),
+                *want,
+                "{vm:?} {task:?} {power:?}"
+            );
+        }
+        // Every combination maps to one of the documented words.
+        let words = [
+            "active",
+            "shutoff",
+            "paused",
+            "suspended",
+            "rescued",
+            "resized",
+            "error",
+            "soft_deleted",
+            "deleted",
+            "shelved",
+        ];
+        for &vm in VmState::ALL {
+            for &p in PowerState::ALL {
+                assert!(words.contains(&vpe_status(vm, None, p)));
+            }
+        }
+    }
+
+    #[test]
+    fn vpe_task_table() {
+        let rows: &[(Option<T>, Option<&str>)] = &[
+            (None, None),
+            (Some(T::Scheduling), Some("creating")),
+            (Some(T::BlockDeviceMapping), Some("creating")),
+            (Some(T::Networking), Some("creating")),
+            (Some(T::Spawning), Some("creating")),
+            (Some(T::Deleting), Some("deleting")),
+            (Some(T::SoftDeleting), Some("deleting")),
+            (Some(T::PoweringOn), Some("starting")),
+            (Some(T::PoweringOff), Some("stopping")),
+            (Some(T::Rebooting), Some("rebooting")),
+            (Some(T::RebootStartedHard), Some("rebooting")),
+            (Some(T::Pausing), Some("pausing")),
+            (Some(T::Unpausing), Some("unpausing")),
+            (Some(T::Suspending), Some("suspending")),
+            (Some(T::Resuming), Some("resuming")),
+            (Some(T::ResizePrep), Some("resizing")),
+            (Some(T::ResizeReverting), Some("resizing")),
+            (Some(T::Rebuilding), Some("rebuilding")),
+            (Some(T::ImageUploading), Some("snapshotting")),
+            (Some(T::UpdatingPassword), Some("updating_password")),
+            (Some(T::Rescuing), Some("rescuing")),
+            (Some(T::Unrescuing), Some("unrescuing")),
+            (Some(T::Migrating), Some("migrating")),
+            (Some(T::Restoring), Some("restoring")),
+            (Some(T::ShelvingOffloading), Some("shelving")),
+            (Some(T::Unshelving), Some("unshelving")),
+        ];
+        for (task, want) in rows {
+            assert_eq!(vpe_task(*task), *want, "{task:?}");
+        }
+        // Every task state has a VPE word.
+        for &t in TaskState::ALL {
+            assert!(vpe_task(Some(t)).is_some(), "{t:?}");
+        }
+    }
+}

@@ -28,6 +28,7 @@ pub enum Dialect {
     Mogan,
     /// Alliance (seed 000): `/servers` and `/flavors` at the root.
     Alliance,
+    Vpe,
     Other,
 }
 
@@ -48,6 +49,8 @@ pub fn dialect_of(path: &str) -> Dialect {
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
     {
         Dialect::Alliance
+    } else if crate::vpe::owns(path) {
+        Dialect::Vpe
     } else {
         Dialect::Other
     }
@@ -62,6 +65,7 @@ pub fn render_error(path: &str, err: &Error) -> Response {
         Dialect::Image => crate::openstack::image::fault(err),
         Dialect::Mogan => crate::mogan::fault::render_core(err),
         Dialect::Alliance => crate::alliance::fault::render_core(err),
+        Dialect::Vpe => crate::vpe::fault::render(err),
         Dialect::Other => crate::openstack::compute::fault::render(err),
     }
 }
@@ -227,5 +231,8 @@ mod tests {
         assert_eq!(dialect_of("/servers/web"), Dialect::Alliance);
         assert_eq!(dialect_of("/flavors"), Dialect::Alliance);
         assert_eq!(dialect_of("/serversx"), Dialect::Other);
+        assert_eq!(dialect_of("/instances/x/vnc"), Dialect::Vpe);
+        assert_eq!(dialect_of("/disk_pools"), Dialect::Vpe);
+        assert_eq!(dialect_of("/vnc"), Dialect::Vpe);
     }
 }

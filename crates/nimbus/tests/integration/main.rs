@@ -15,3 +15,4 @@ mod qemu;
 mod quotas;
 mod server_groups;
 mod servers;
+mod vpe;
