@@ -2,8 +2,8 @@
 # The whole test suite: `bash scripts/test.sh` (the README's second command).
 #
 # Works on a fresh Debian 12 machine as root with the Rust toolchain, cargo-nextest and
-# Python 3.11: it installs what else it needs (python3-venv if missing; QEMU and the guest
-# image tools through scripts/install-qemu.sh), then runs
+# Python 3.11: it installs what else it needs (python3-venv and chromium if missing; QEMU
+# and the guest image tools through scripts/install-qemu.sh), then runs
 #   1. cargo nextest run --workspace   unit tests, store conformance, integration tests,
 #                                      the qemu driver booting real guests (TCG)
 #   2. tests/clients/run.sh            the real OpenStack clients against `nimbus serve`
@@ -43,6 +43,11 @@ export PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python 3.11"
 # Debian's python3 needs python3-venv for `python3 -m venv` (ensurepip).
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+
+# ---- Chromium for the VPE browser-console test (integration vpe::console_page_connects_in_a_browser) ----
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+    apt_install chromium
+fi
 
 # ---- QEMU for the qemu driver's real-guest tests (crates/agent/tests/qemu.rs) ----
 # scripts/install-qemu.sh is idempotent and needs root; its output is shown only on failure.
