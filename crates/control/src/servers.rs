@@ -569,6 +569,7 @@ impl Control {
                 "Data volumes can be attached to one server only: max_count must be 1.",
             ));
         }
+        let mut requested_volumes = Vec::new();
         for vid in &req.volumes {
             let v = self
                 .volume_get(ctx, *vid)
@@ -581,6 +582,7 @@ impl Control {
                     v.status.as_str()
                 )));
             }
+            requested_volumes.push(v);
         }
         let group = match req.server_group {
             Some(g) => {
@@ -685,7 +687,8 @@ impl Control {
                 deleted: false,
                 generation: 1,
                 nics: Vec::new(),
-                volumes: Vec::new(),
+                // Attached by the store in the insert transaction.
+                volumes: requested_volumes.clone(),
             };
             let params = serde_json::json!({
                 "forced_host": forced_host,

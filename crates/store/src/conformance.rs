@@ -1413,6 +1413,33 @@ pub async fn pools_and_volumes(store: Arc<dyn Store>) {
         store.volume_delete(a.id).await,
         Err(Error::InUse(_))
     ));
+    // Volumes named at create are attached in the insert transaction: a second create
+    // naming one of them is refused whole, and nothing of it is stored.
+    let spare = store
+        .volume_create(vol("spare", 0, "p1"), -1, -1)
+        .await
+        .unwrap();
+    let mut with = server("p1", "with");
+    with.volumes = vec![spare.clone()];
+    let created = match store
+        .servers_create(vec![with], Vec::new(), unlimited())
+        .await
+        .unwrap()
+    {
+        ServerCreateOutcome::Created(mut s) => s.remove(0),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(created.volumes[0].attached_to, Some(created.id));
+    let mut rival = server("p1", "rival");
+    rival.volumes = vec![spare.clone()];
+    let rival_id = rival.id;
+    let refused = store
+        .servers_create(vec![rival], Vec::new(), unlimited())
+        .await;
+    assert!(matches!(refused, Err(Error::InUse(_))), "{refused:?}");
+    assert!(store.server_get(rival_id).await.unwrap().is_none());
+    store.volumes_detach_server(created.id).await.unwrap();
+    store.volume_delete(spare.id).await.unwrap();
     assert_eq!(store.volumes_detach_server(s.id).await.unwrap(), 2);
     assert_eq!(store.volumes_detach_server(s.id).await.unwrap(), 0);
     store.volume_delete(a.id).await.unwrap();

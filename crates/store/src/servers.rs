@@ -24,7 +24,8 @@ pub enum ServerCreateOutcome {
 #[async_trait]
 pub trait ServerStore: Send + Sync {
     /// Insert `servers` (and one operation per server) in one transaction, after checking the
-    /// owning project's usage plus the new servers against `quota`. All or nothing.
+    /// owning project's usage plus the new servers against `quota`, and attaching each
+    /// server's requested `volumes` (as `VolumeStore::volumes_attach` would). All or nothing.
     async fn servers_create(
         &self,
         servers: Vec<Server>,

@@ -366,6 +366,12 @@ impl ServerStore for SqliteStore {
             let mut stored = Vec::with_capacity(servers.len());
             for mut s in servers {
                 insert_server(tx, &mut s)?;
+                // Requested data volumes are attached in the same transaction: two creates
+                // naming one volume cannot both succeed.
+                if !s.volumes.is_empty() {
+                    let ids: Vec<nimbus_model::VolumeId> = s.volumes.iter().map(|v| v.id).collect();
+                    s.volumes = super::volumes::attach_in(tx, s.id, &s.project_id, &ids)?;
+                }
                 stored.push(s);
             }
             for op in &operations {

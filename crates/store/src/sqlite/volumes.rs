@@ -77,6 +77,62 @@ fn write_volume(tx: &Transaction<'_>, v: &Volume) -> Result<()> {
     Ok(())
 }
 
+/// Attach volumes to a server inside a transaction, all or nothing (see
+/// [`crate::VolumeStore::volumes_attach`]).
+pub(super) fn attach_in(
+    tx: &Transaction<'_>,
+    server: ServerId,
+    project: &ProjectId,
+    ids: &[VolumeId],
+) -> Result<Vec<Volume>> {
+    let existing: i64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM volumes WHERE attached_to = ?1 AND deleted = 0",
+            [server.to_string()],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    let mut next = existing as usize;
+    let mut out = Vec::new();
+    for &id in ids {
+        let mut v: Volume = query_doc(
+            tx,
+            "SELECT doc FROM volumes WHERE id = ?1 AND deleted = 0",
+            [id.to_string()],
+        )?
+        .ok_or_else(|| Error::not_found(format!("Volume {id} could not be found.")))?;
+        if &v.project_id != project {
+            return Err(Error::not_found(format!("Volume {id} could not be found.")));
+        }
+        match v.attached_to {
+            Some(s) if s == server => {
+                out.push(v);
+                continue;
+            }
+            Some(_) => {
+                return Err(Error::InUse(format!(
+                    "Volume {id} is attached to another server."
+                )));
+            }
+            None => {}
+        }
+        if v.status != VolumeStatus::Available {
+            return Err(Error::conflict(format!(
+                "Volume {id} is {} and cannot be attached.",
+                v.status.as_str()
+            )));
+        }
+        v.attached_to = Some(server);
+        v.status = VolumeStatus::InUse;
+        v.device = Some(data_device(next));
+        v.updated_at = now();
+        next += 1;
+        write_volume(tx, &v)?;
+        out.push(v);
+    }
+    with_pool_names(tx, out)
+}
+
 #[async_trait]
 impl VolumeStore for SqliteStore {
     async fn pool_create(&self, mut pool: StoragePool) -> Result<StoragePool> {
@@ -238,55 +294,8 @@ impl VolumeStore for SqliteStore {
         project: ProjectId,
         ids: Vec<VolumeId>,
     ) -> Result<Vec<Volume>> {
-        self.write(move |tx| {
-            let existing: i64 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM volumes WHERE attached_to = ?1 AND deleted = 0",
-                    [server.to_string()],
-                    |r| r.get(0),
-                )
-                .map_err(db_err)?;
-            let mut next = existing as usize;
-            let mut out = Vec::new();
-            for id in ids {
-                let mut v: Volume = query_doc(
-                    tx,
-                    "SELECT doc FROM volumes WHERE id = ?1 AND deleted = 0",
-                    [id.to_string()],
-                )?
-                .ok_or_else(|| Error::not_found(format!("Volume {id} could not be found.")))?;
-                if v.project_id != project {
-                    return Err(Error::not_found(format!("Volume {id} could not be found.")));
-                }
-                match v.attached_to {
-                    Some(s) if s == server => {
-                        out.push(v);
-                        continue;
-                    }
-                    Some(_) => {
-                        return Err(Error::InUse(format!(
-                            "Volume {id} is attached to another server."
-                        )));
-                    }
-                    None => {}
-                }
-                if v.status != VolumeStatus::Available {
-                    return Err(Error::conflict(format!(
-                        "Volume {id} is {} and cannot be attached.",
-                        v.status.as_str()
-                    )));
-                }
-                v.attached_to = Some(server);
-                v.status = VolumeStatus::InUse;
-                v.device = Some(data_device(next));
-                v.updated_at = now();
-                next += 1;
-                write_volume(tx, &v)?;
-                out.push(v);
-            }
-            with_pool_names(tx, out)
-        })
-        .await
+        self.write(move |tx| attach_in(tx, server, &project, &ids))
+            .await
     }
 
     async fn volumes_detach_server(&self, server: ServerId) -> Result<u64> {
