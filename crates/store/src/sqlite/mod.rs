@@ -36,6 +36,11 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Bounds concurrent readers to the pool size.
     reader_permits: tokio::sync::Semaphore,
+    /// One permit: writers queue here, asynchronously, before they take a blocking thread.
+    /// Without it every pending write parks a blocking-pool thread on the writer mutex, and
+    /// a burst of concurrent creates grows the pool to its 512-thread cap (and glibc to a
+    /// malloc arena per busy thread), which shows up as controller RSS.
+    writer_permits: tokio::sync::Semaphore,
     /// For in-memory databases readers share the writer (a second connection would see a
     /// different database).
     memory: bool,
@@ -167,6 +172,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(readers),
                 reader_permits: tokio::sync::Semaphore::new(permits),
+                writer_permits: tokio::sync::Semaphore::new(1),
                 memory,
             }),
         }
@@ -179,7 +185,15 @@ impl SqliteStore {
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
+        let permit = inner
+            .writer_permits
+            .acquire()
+            .await
+            .map_err(|e| Error::internal(format!("writer closed: {e}")))?;
+        permit.forget();
+        let guard = WriterPermitGuard(inner.clone());
         tokio::task::spawn_blocking(move || {
+            let _guard = guard;
             let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
             let tx = conn
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -241,6 +255,16 @@ struct PermitGuard(Arc<Inner>);
 impl Drop for PermitGuard {
     fn drop(&mut self) {
         self.0.reader_permits.add_permits(1);
+    }
+}
+
+/// Returns the writer permit when the write finishes (even if its task panics, and also if
+/// the caller stopped waiting: the permit follows the blocking task, not the future).
+struct WriterPermitGuard(Arc<Inner>);
+
+impl Drop for WriterPermitGuard {
+    fn drop(&mut self) {
+        self.0.writer_permits.add_permits(1);
     }
 }
 
