@@ -260,6 +260,13 @@ impl Control {
         Ok(())
     }
 
+    /// Hosts without their usage: what a server view needs for `host_status` (admins only).
+    /// Cheap (one small table), unlike [`Self::hosts_list`], which sums every allocation.
+    pub async fn hosts_states(&self, ctx: &Context) -> Result<Vec<Host>> {
+        require_admin(ctx, "os_compute_api:servers:show:host_status")?;
+        self.inner.store.hosts_list().await
+    }
+
     /// Hosts with usage (os-hypervisors).
     pub async fn hosts_list(&self, ctx: &Context) -> Result<Vec<HostUsage>> {
         require_admin(ctx, "os_compute_api:os-hypervisors:list")?;

@@ -119,6 +119,8 @@ struct Inner {
     tokens: identity::TokenCache,
     blobs: images::BlobStore,
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Held from reading host usage to claiming: see `Control::schedule`.
+    scheduling: tokio::sync::Mutex<()>,
 }
 
 impl Control {
@@ -135,6 +137,7 @@ impl Control {
                 tokens: identity::TokenCache::default(),
                 blobs,
                 shutdown,
+                scheduling: tokio::sync::Mutex::new(()),
                 config,
             }),
         })

@@ -88,6 +88,11 @@ impl Control {
             None => (None, Vec::new()),
         };
         let policy = group.as_ref().map(|g| g.policy);
+        // One decision at a time, from reading usage to the claim. The claim alone keeps
+        // capacity exact (it re-checks in its transaction), but two builds that read the same
+        // usage both pick the same "emptiest" host: servers created together would pile up
+        // instead of spreading. Claims are serialized on the store's one writer anyway.
+        let _deciding = self.inner.scheduling.lock().await;
         let usages = self.inner.store.host_usages().await?;
         let ranked = rank_hosts(
             &usages,

@@ -395,6 +395,16 @@ impl Control {
                     ))
                 })?;
         }
+        for (what, re) in [("ip", &q.filter.ip_regex), ("ip6", &q.filter.ip6_regex)] {
+            if let Some(re) = re {
+                regex::RegexBuilder::new(re)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| {
+                        Error::invalid(format!("Invalid regular expression in {what} filter: {e}"))
+                    })?;
+            }
+        }
         if let Some(re) = &q.filter.name_regex {
             regex::RegexBuilder::new(re)
                 .size_limit(1 << 20)

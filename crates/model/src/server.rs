@@ -153,6 +153,11 @@ pub struct ServerFilter {
     pub server_group: Option<ServerGroupId>,
     /// Regular expression matched anywhere in the name (Nova `name=`).
     pub name_regex: Option<String>,
+    /// Servers with an IPv4 address the regular expression matches from its start (Nova's
+    /// `ip=`, `re.match` over the fixed IPs); with `ip6_regex`, a match of either counts.
+    pub ip_regex: Option<String>,
+    /// The same over IPv6 addresses (`ip6=`).
+    pub ip6_regex: Option<String>,
     /// Servers carrying every one of these tags.
     pub tags: Vec<String>,
     /// Servers carrying at least one of these tags.

@@ -1104,6 +1104,41 @@ async fn servers_join_networks_and_show_addresses() {
     let lone = body["server"]["id"].as_str().unwrap().to_owned();
     let s = c.wait_status(a, &lone, "ACTIVE").await;
     assert_eq!(s["addresses"], json!({}));
+    // ip / ip6 filters: a regex over the fixed addresses, matched from the start.
+    let listed = |q: String| {
+        let c = &c;
+        async move {
+            let (st, body) = c.get(a, &format!("/compute/v2.1/servers?{q}")).await;
+            assert_eq!(st, StatusCode::OK, "{q}: {body}");
+            let mut ids: Vec<String> = body["servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let v4 = public[0]["addr"].as_str().unwrap();
+    let v6 = public[1]["addr"].as_str().unwrap();
+    assert_eq!(listed(format!("ip={v4}")).await, vec![id.as_str()]);
+    assert_eq!(listed("ip=10%5C.0%5C.".into()).await, vec![id.as_str()]);
+    assert!(
+        listed("ip=0%5C.0".into()).await.is_empty(),
+        "anchored at the start"
+    );
+    assert!(
+        listed(format!("ip6={v4}")).await.is_empty(),
+        "ip6 looks at IPv6 only"
+    );
+    assert_eq!(listed(format!("ip6={v6}")).await, vec![id.as_str()]);
+    assert_eq!(
+        listed("ip=192.168.&ip6=fd00:".into()).await,
+        vec![id.as_str()]
+    );
+    let (st, body) = c.get(a, "/compute/v2.1/servers?ip=(").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
     // A private network with a tiny pool: fixed IP honoured, exhaustion fails the build.
     let ctx = c.ctx(a).await;
     let net = c

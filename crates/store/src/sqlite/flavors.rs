@@ -56,17 +56,19 @@ impl FlavorStore for SqliteStore {
     }
 
     async fn flavor_get(&self, id: FlavorId) -> Result<Option<Flavor>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM flavors WHERE id = ?1", [id.0]))
+        self.read_point(move |c| query_doc(c, "SELECT doc FROM flavors WHERE id = ?1", [id.0]))
             .await
     }
 
     async fn flavor_get_by_serial(&self, serial: i64) -> Result<Option<Flavor>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM flavors WHERE serial = ?1", [serial]))
-            .await
+        self.read_point(move |c| {
+            query_doc(c, "SELECT doc FROM flavors WHERE serial = ?1", [serial])
+        })
+        .await
     }
 
     async fn flavors_list(&self) -> Result<Vec<Flavor>> {
-        self.read(|c| query_docs(c, "SELECT doc FROM flavors ORDER BY id ASC", []))
+        self.read_point(|c| query_docs(c, "SELECT doc FROM flavors ORDER BY id ASC", []))
             .await
     }
 
@@ -106,7 +108,7 @@ impl FlavorStore for SqliteStore {
     }
 
     async fn flavor_access_list(&self, id: FlavorId) -> Result<Vec<ProjectId>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT project_id FROM flavor_access WHERE flavor_id = ?1 ORDER BY project_id",

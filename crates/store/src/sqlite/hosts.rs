@@ -65,17 +65,19 @@ impl HostStore for SqliteStore {
     }
 
     async fn host_get(&self, id: HostId) -> Result<Option<Host>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM hosts WHERE id = ?1", [id.to_string()]))
-            .await
+        self.read_point(move |c| {
+            query_doc(c, "SELECT doc FROM hosts WHERE id = ?1", [id.to_string()])
+        })
+        .await
     }
 
     async fn host_get_by_serial(&self, serial: i64) -> Result<Option<Host>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM hosts WHERE serial = ?1", [serial]))
+        self.read_point(move |c| query_doc(c, "SELECT doc FROM hosts WHERE serial = ?1", [serial]))
             .await
     }
 
     async fn hosts_list(&self) -> Result<Vec<Host>> {
-        self.read(|c| query_docs(c, "SELECT doc FROM hosts ORDER BY serial", []))
+        self.read_point(|c| query_docs(c, "SELECT doc FROM hosts ORDER BY serial", []))
             .await
     }
 
@@ -197,7 +199,7 @@ impl HostStore for SqliteStore {
     }
 
     async fn allocation_get(&self, server: ServerId) -> Result<Option<(HostId, Resources)>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             c.query_row(
                 "SELECT host_id, vcpus, ram_mb, disk_gb FROM allocations WHERE server_id = ?1",
                 [server.to_string()],

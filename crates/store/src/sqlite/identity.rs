@@ -35,7 +35,7 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn project_get(&self, id: ProjectId) -> Result<Option<Project>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM projects WHERE id = ?1", [id.0]))
+        self.read_point(move |c| query_doc(c, "SELECT doc FROM projects WHERE id = ?1", [id.0]))
             .await
     }
 
@@ -44,7 +44,7 @@ impl IdentityStore for SqliteStore {
         domain_id: String,
         name: String,
     ) -> Result<Option<Project>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             query_doc(
                 c,
                 "SELECT doc FROM projects WHERE domain_id = ?1 AND name = ?2",
@@ -95,12 +95,12 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn user_get(&self, id: UserId) -> Result<Option<User>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM users WHERE id = ?1", [id.0]))
+        self.read_point(move |c| query_doc(c, "SELECT doc FROM users WHERE id = ?1", [id.0]))
             .await
     }
 
     async fn user_get_by_name(&self, domain_id: String, name: String) -> Result<Option<User>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             query_doc(
                 c,
                 "SELECT doc FROM users WHERE domain_id = ?1 AND name = ?2",
@@ -153,7 +153,7 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn role_get(&self, id: RoleId) -> Result<Option<Role>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             use rusqlite::OptionalExtension;
             c.query_row("SELECT id, name FROM roles WHERE id = ?1", [id.0], |r| {
                 Ok(Role {
@@ -168,7 +168,7 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn role_get_by_name(&self, name: String) -> Result<Option<Role>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             use rusqlite::OptionalExtension;
             c.query_row("SELECT id, name FROM roles WHERE name = ?1", [name], |r| {
                 Ok(Role {
@@ -183,7 +183,7 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn roles_list(&self) -> Result<Vec<Role>> {
-        self.read(|c| {
+        self.read_point(|c| {
             let mut stmt = c
                 .prepare_cached("SELECT id, name FROM roles ORDER BY name")
                 .map_err(db_err)?;
@@ -240,7 +240,7 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn roles_for(&self, user: UserId, project: ProjectId) -> Result<Vec<Role>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let mut stmt = c
                 .prepare_cached(
                     "SELECT r.id, r.name FROM role_assignments a JOIN roles r ON r.id = a.role_id \
@@ -292,7 +292,7 @@ impl IdentityStore for SqliteStore {
     }
 
     async fn token_get(&self, hash: String) -> Result<Option<Token>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM tokens WHERE hash = ?1", [hash]))
+        self.read_point(move |c| query_doc(c, "SELECT doc FROM tokens WHERE hash = ?1", [hash]))
             .await
     }
 

@@ -75,8 +75,10 @@ impl ImageStore for SqliteStore {
     }
 
     async fn image_get(&self, id: ImageId) -> Result<Option<Image>> {
-        self.read(move |c| query_doc(c, "SELECT doc FROM images WHERE id = ?1", [id.to_string()]))
-            .await
+        self.read_point(move |c| {
+            query_doc(c, "SELECT doc FROM images WHERE id = ?1", [id.to_string()])
+        })
+        .await
     }
 
     async fn images_list(&self, f: ImageFilter, viewer: Option<ProjectId>) -> Result<Vec<Image>> {

@@ -33,7 +33,7 @@ impl KeypairStore for SqliteStore {
     }
 
     async fn keypair_get(&self, user: UserId, name: String) -> Result<Option<KeyPair>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             query_doc(
                 c,
                 "SELECT doc FROM keypairs WHERE user_id = ?1 AND name = ?2",

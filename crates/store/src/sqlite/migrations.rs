@@ -21,6 +21,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     migration!("0002_networks"),
     migration!("0003_stats"),
     migration!("0004_volumes"),
+    migration!("0005_server_order"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -236,7 +236,7 @@ impl SqliteStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .pop();
             let conn = conn.ok_or_else(|| Error::internal("reader pool empty"))?;
-            let out = f(&conn);
+            let out = in_snapshot(&conn, f);
             inner
                 .readers
                 .lock()
@@ -247,6 +247,68 @@ impl SqliteStore {
         .await
         .map_err(|e| Error::internal(format!("store read task: {e}")))?
     }
+}
+
+impl SqliteStore {
+    /// Run `f` on a reader connection right here, on the calling (async) thread, when one is
+    /// free at once; otherwise exactly like [`SqliteStore::read`].
+    ///
+    /// Only for queries bounded by an index lookup (a row by key, a handful of rows from a
+    /// small table): they take microseconds, less than the two thread wake-ups a trip
+    /// through the blocking pool costs, and in WAL mode a reader never waits for a lock.
+    /// Scans and listings of unbounded size stay on [`SqliteStore::read`]: they would hold
+    /// an async worker for milliseconds.
+    pub(crate) async fn read_point<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        if self.inner.memory {
+            // In-memory databases: the "reader" is the writer connection.
+            if let Ok(conn) = self.inner.writer.try_lock() {
+                return f(&conn);
+            }
+            return self.read(f).await;
+        }
+        let Ok(permit) = self.inner.reader_permits.try_acquire() else {
+            return self.read(f).await;
+        };
+        permit.forget();
+        let _guard = PermitGuard(self.inner.clone());
+        let conn = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .ok_or_else(|| Error::internal("reader pool empty"))?;
+        // Return the connection even if `f` panics (the panic is caught per request).
+        struct Back<'a>(&'a Inner, Option<Connection>);
+        impl Drop for Back<'_> {
+            fn drop(&mut self) {
+                if let Some(c) = self.1.take() {
+                    self.0
+                        .readers
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(c);
+                }
+            }
+        }
+        let back = Back(&self.inner, Some(conn));
+        in_snapshot(back.1.as_ref().expect("connection present until drop"), f)
+    }
+}
+
+/// Run a read closure inside one read transaction: all its queries (a server, then its NICs
+/// and volumes) see one snapshot, and SQLite takes its WAL read lock once rather than per
+/// statement (each lock is a few `fcntl` calls).
+fn in_snapshot<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    let tx = conn.unchecked_transaction().map_err(db_err)?;
+    let out = f(&tx);
+    // Nothing to commit: dropping the transaction rolls the (read-only) snapshot back.
+    drop(tx);
+    out
 }
 
 /// Returns a reader permit when the read finishes (even if its task panics).

@@ -19,11 +19,21 @@ fn with_network(c: &Connection, mut nics: Vec<Nic>) -> Result<Vec<Nic>> {
     let mut stmt = c
         .prepare_cached("SELECT serial, name FROM networks WHERE id = ?1")
         .map_err(db_err)?;
+    // A page of servers has many NICs on few networks (most on `public`): one lookup each.
+    let mut seen: std::collections::HashMap<NetworkId, Option<(i64, String)>> =
+        std::collections::HashMap::new();
     for n in &mut nics {
-        let row: Option<(i64, String)> = stmt
-            .query_row([n.network_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-            .map_err(db_err)?;
+        let row = match seen.get(&n.network_id) {
+            Some(row) => row.clone(),
+            None => {
+                let row: Option<(i64, String)> = stmt
+                    .query_row([n.network_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(db_err)?;
+                seen.insert(n.network_id, row.clone());
+                row
+            }
+        };
         if let Some((serial, name)) = row {
             n.network_serial = serial;
             n.network_name = name;
@@ -230,7 +240,7 @@ impl NetworkStore for SqliteStore {
     }
 
     async fn network_get(&self, id: NetworkId) -> Result<Option<Network>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             query_doc(
                 c,
                 "SELECT doc FROM networks WHERE id = ?1 AND deleted = 0",
@@ -241,7 +251,7 @@ impl NetworkStore for SqliteStore {
     }
 
     async fn network_get_by_serial(&self, serial: i64) -> Result<Option<Network>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             query_doc(
                 c,
                 "SELECT doc FROM networks WHERE serial = ?1 AND deleted = 0",
@@ -318,7 +328,7 @@ impl NetworkStore for SqliteStore {
     }
 
     async fn nic_get(&self, id: NicId) -> Result<Option<Nic>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let nic: Option<Nic> =
                 query_doc(c, "SELECT doc FROM nics WHERE id = ?1", [id.to_string()])?;
             Ok(with_network(c, nic.into_iter().collect())?.pop())

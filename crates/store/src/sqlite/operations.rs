@@ -33,7 +33,7 @@ impl OperationStore for SqliteStore {
     }
 
     async fn operation_get(&self, id: OperationId) -> Result<Option<Operation>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             query_doc(
                 c,
                 "SELECT doc FROM operations WHERE id = ?1",

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 #[async_trait]
 impl QuotaStore for SqliteStore {
     async fn quota_overrides(&self, project: ProjectId) -> Result<BTreeMap<String, i64>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let mut stmt = c
                 .prepare_cached("SELECT resource, hard_limit FROM quotas WHERE project_id = ?1")
                 .map_err(db_err)?;

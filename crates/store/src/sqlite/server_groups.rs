@@ -47,7 +47,7 @@ impl ServerGroupStore for SqliteStore {
     }
 
     async fn server_group_get(&self, id: ServerGroupId) -> Result<Option<ServerGroup>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let g: Option<ServerGroup> = query_doc(
                 c,
                 "SELECT doc FROM server_groups WHERE id = ?1",

@@ -232,6 +232,26 @@ fn where_clause(f: &ServerFilter) -> (String, Vec<Value>) {
     if let Some(re) = &f.name_regex {
         conds.push(format!("regexp({}, name)", bind(t(re))));
     }
+    // `regexp` searches; Nova's `ip`/`ip6` filters match from the start (`re.match`).
+    let mut ip_conds = Vec::new();
+    if let Some(re) = &f.ip_regex {
+        ip_conds.push(format!(
+            "regexp({}, n.ipv4)",
+            bind(t(&format!("^(?:{re})")))
+        ));
+    }
+    if let Some(re) = &f.ip6_regex {
+        ip_conds.push(format!(
+            "regexp({}, json_extract(n.doc, '$.ipv6'))",
+            bind(t(&format!("^(?:{re})")))
+        ));
+    }
+    if !ip_conds.is_empty() {
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM nics n WHERE n.server_id = servers.id AND ({}))",
+            ip_conds.join(" OR ")
+        ));
+    }
     let tag_in = |ps: Vec<String>| {
         format!(
             "EXISTS (SELECT 1 FROM json_each(servers.doc, '$.tags') WHERE value IN ({}))",
@@ -321,7 +341,7 @@ fn list(conn: &Connection, f: &ServerFilter, page: &ServerPage) -> Result<Vec<Se
     let rows = stmt
         .query_map(params_from_iter(params), |r| r.get::<_, String>(0))
         .map_err(db_err)?;
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(limit.clamp(0, 1000) as usize);
     for row in rows {
         out.push(from_doc(&row.map_err(db_err)?)?);
     }
@@ -383,7 +403,7 @@ impl ServerStore for SqliteStore {
     }
 
     async fn server_get(&self, id: ServerId) -> Result<Option<Server>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             get_one(
                 c,
                 "SELECT doc FROM servers WHERE id = ?1",
@@ -394,7 +414,7 @@ impl ServerStore for SqliteStore {
     }
 
     async fn server_get_by_serial(&self, serial: i64) -> Result<Option<Server>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             get_one(
                 c,
                 "SELECT doc FROM servers WHERE serial = ?1",

@@ -173,7 +173,7 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn pool_get(&self, id: PoolId) -> Result<Option<StoragePool>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let p: Option<StoragePool> =
                 query_doc(c, "SELECT doc FROM pools WHERE id = ?1", [id.to_string()])?;
             p.map(|mut p| {
@@ -235,7 +235,7 @@ impl VolumeStore for SqliteStore {
     }
 
     async fn volume_get(&self, id: VolumeId) -> Result<Option<Volume>> {
-        self.read(move |c| {
+        self.read_point(move |c| {
             let v: Option<Volume> = query_doc(
                 c,
                 "SELECT doc FROM volumes WHERE id = ?1 AND deleted = 0",

@@ -14,7 +14,7 @@ use axum::routing::get;
 use nimbus_control::servers::{
     NetworkRequest, RequestedNic, ServerCreate, ServerListQuery, ServerUpdate,
 };
-use nimbus_model::host::HostUsage;
+use nimbus_model::host::Host;
 use nimbus_model::server::{
     Personality, RegexField, Server, ServerFilter, ServerPage, ServerSortKey, SortDir,
 };
@@ -66,18 +66,22 @@ pub fn host_id(host: Option<&str>, project: &str) -> String {
     }
 }
 
-fn host_status(hosts: &[HostUsage], s: &Server) -> &'static str {
+fn host_status(hosts: &[Host], s: &Server) -> &'static str {
     let Some(id) = s.host_id else { return "" };
-    match hosts.iter().find(|h| h.host.id == id) {
+    match hosts.iter().find(|h| h.id == id) {
         None => "UNKNOWN",
-        Some(h) if !h.host.up => "DOWN",
-        Some(h) if !h.host.enabled => "MAINTENANCE",
+        Some(h) if !h.up => "DOWN",
+        Some(h) if !h.enabled => "MAINTENANCE",
         Some(_) => "UP",
     }
 }
 
 /// The detailed server view for the negotiated microversion.
-pub fn view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[HostUsage]) -> Value {
+///
+/// Written once against [`FieldSink`], so the same code builds a `Value` ([`view`]) and
+/// streams straight into a serializer ([`ServerView`], what listings use: a detail page
+/// of 1,000 servers then never builds 1,000 maps of 45 allocated keys).
+fn emit_view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[Host], m: &mut impl FieldSink) {
     let v = api.v;
     let admin = api.ctx.is_admin();
     let status = if s.deleted {
@@ -85,50 +89,34 @@ pub fn view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[HostUsage]) -> Value
     } else {
         openstack_status(s.vm_state, s.task_state, s.power_state)
     };
-    let mut m = Map::new();
     let id = s.id.to_string();
-    m.insert("id".into(), json!(id));
-    m.insert("name".into(), json!(s.name));
-    m.insert("status".into(), json!(status));
-    m.insert("tenant_id".into(), json!(s.project_id));
-    m.insert("user_id".into(), json!(s.user_id));
-    m.insert("metadata".into(), json!(s.metadata));
-    m.insert(
-        "hostId".into(),
-        json!(host_id(s.host.as_deref(), s.project_id.as_str())),
-    );
-    m.insert("created".into(), json!(isotime(&s.created_at)));
-    m.insert("updated".into(), json!(isotime(&s.updated_at)));
-    m.insert(
-        "accessIPv4".into(),
-        json!(s.access_ipv4.clone().unwrap_or_default()),
-    );
-    m.insert(
-        "accessIPv6".into(),
-        json!(s.access_ipv6.clone().unwrap_or_default()),
-    );
-    m.insert("addresses".into(), addresses(s, true));
-    m.insert("links".into(), api.links.pair("servers", &id));
-    m.insert("OS-DCF:diskConfig".into(), json!("MANUAL"));
-    m.insert(
-        "image".into(),
-        match s.image_id {
+    m.put("id", &id);
+    m.put("name", &s.name);
+    m.put("status", &status);
+    m.put("tenant_id", &s.project_id);
+    m.put("user_id", &s.user_id);
+    m.put("metadata", &s.metadata);
+    m.put("hostId", &host_id(s.host.as_deref(), s.project_id.as_str()));
+    m.put("created", &isotime(&s.created_at));
+    m.put("updated", &isotime(&s.updated_at));
+    m.put("accessIPv4", &s.access_ipv4.as_deref().unwrap_or(""));
+    m.put("accessIPv6", &s.access_ipv6.as_deref().unwrap_or(""));
+    m.put("addresses", &addresses(s, true));
+    m.put("links", &api.links.pair("servers", &id));
+    m.put("OS-DCF:diskConfig", &"MANUAL");
+    m.put("image", &match s.image_id {
             Some(img) => json!({"id": img.to_string(), "links": [{"rel": "bookmark", "href": api.links.bookmark("images", &img.to_string())}]}),
             None => json!(""),
-        },
-    );
+        });
     let f = &s.flavor;
-    m.insert(
-        "flavor".into(),
-        if v.at_least(47) {
+    m.put("flavor", &if v.at_least(47) {
             json!({
                 "vcpus": f.vcpus, "ram": f.ram_mb, "disk": f.disk_gb, "ephemeral": f.ephemeral_gb,
                 "swap": f.swap_mb, "original_name": f.name, "extra_specs": f.extra_specs,
             })
         } else {
             json!({"id": f.id, "links": [{"rel": "bookmark", "href": api.links.bookmark("flavors", f.id.as_str())}]})
-        },
-    );
+        });
     if matches!(status, "ERROR" | "DELETED")
         && let Some(fault) = &s.fault
     {
@@ -136,107 +124,153 @@ pub fn view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[HostUsage]) -> Value
         if !fault.details.is_empty() && (admin || fault.code != 500) {
             fd["details"] = json!(fault.details);
         }
-        m.insert("fault".into(), fd);
+        m.put("fault", &fd);
     }
     if matches!(
         status,
         "ACTIVE" | "BUILD" | "REBUILD" | "RESIZE" | "VERIFY_RESIZE" | "MIGRATING"
     ) {
-        m.insert("progress".into(), json!(s.progress));
+        m.put("progress", &s.progress);
     }
     if opts.full {
-        m.insert(
-            "OS-EXT-AZ:availability_zone".into(),
-            json!(s.availability_zone.clone().unwrap_or_default()),
+        m.put(
+            "OS-EXT-AZ:availability_zone",
+            &s.availability_zone.as_deref().unwrap_or(""),
         );
-        m.insert(
-            "config_drive".into(),
-            json!(if s.config_drive { "True" } else { "" }),
+        m.put("config_drive", &if s.config_drive { "True" } else { "" });
+        m.put("key_name", &s.key_name);
+        m.put(
+            "OS-SRV-USG:launched_at",
+            &s.launched_at.as_ref().map(perfect),
         );
-        m.insert("key_name".into(), json!(s.key_name));
-        m.insert(
-            "OS-SRV-USG:launched_at".into(),
-            json!(s.launched_at.as_ref().map(perfect)),
+        m.put(
+            "OS-SRV-USG:terminated_at",
+            &s.terminated_at.as_ref().map(perfect),
         );
-        m.insert(
-            "OS-SRV-USG:terminated_at".into(),
-            json!(s.terminated_at.as_ref().map(perfect)),
-        );
-        m.insert(
-            "security_groups".into(),
-            json!(
-                s.security_groups
-                    .iter()
-                    .map(|g| json!({"name": g}))
-                    .collect::<Vec<_>>()
-            ),
+        m.put(
+            "security_groups",
+            &s.security_groups
+                .iter()
+                .map(|g| json!({"name": g}))
+                .collect::<Vec<_>>(),
         );
         if admin {
-            m.insert("OS-EXT-SRV-ATTR:host".into(), json!(s.host));
-            m.insert(
-                "OS-EXT-SRV-ATTR:instance_name".into(),
-                json!(format!("instance-{:08x}", s.serial)),
+            m.put("OS-EXT-SRV-ATTR:host", &s.host);
+            m.put(
+                "OS-EXT-SRV-ATTR:instance_name",
+                &format!("instance-{:08x}", s.serial),
             );
-            m.insert("OS-EXT-SRV-ATTR:hypervisor_hostname".into(), json!(s.host));
+            m.put("OS-EXT-SRV-ATTR:hypervisor_hostname", &s.host);
             if v.at_least(3) {
-                m.insert("OS-EXT-SRV-ATTR:hostname".into(), json!(s.hostname));
-                m.insert("OS-EXT-SRV-ATTR:kernel_id".into(), json!(""));
-                m.insert("OS-EXT-SRV-ATTR:launch_index".into(), json!(s.launch_index));
-                m.insert("OS-EXT-SRV-ATTR:ramdisk_id".into(), json!(""));
-                m.insert(
-                    "OS-EXT-SRV-ATTR:reservation_id".into(),
-                    json!(s.reservation_id),
-                );
-                m.insert("OS-EXT-SRV-ATTR:root_device_name".into(), json!("/dev/vda"));
-                m.insert("OS-EXT-SRV-ATTR:user_data".into(), json!(s.user_data));
+                m.put("OS-EXT-SRV-ATTR:hostname", &s.hostname);
+                m.put("OS-EXT-SRV-ATTR:kernel_id", &"");
+                m.put("OS-EXT-SRV-ATTR:launch_index", &s.launch_index);
+                m.put("OS-EXT-SRV-ATTR:ramdisk_id", &"");
+                m.put("OS-EXT-SRV-ATTR:reservation_id", &s.reservation_id);
+                m.put("OS-EXT-SRV-ATTR:root_device_name", &"/dev/vda");
+                m.put("OS-EXT-SRV-ATTR:user_data", &s.user_data);
             }
         }
-        m.insert(
-            "OS-EXT-STS:task_state".into(),
-            json!(s.task_state.map(TaskState::as_str)),
+        m.put(
+            "OS-EXT-STS:task_state",
+            &s.task_state.map(TaskState::as_str),
         );
-        m.insert("OS-EXT-STS:vm_state".into(), json!(s.vm_state.as_str()));
-        m.insert("OS-EXT-STS:power_state".into(), json!(s.power_state.code()));
-        m.insert("os-extended-volumes:volumes_attached".into(), json!([]));
+        m.put("OS-EXT-STS:vm_state", &s.vm_state.as_str());
+        m.put("OS-EXT-STS:power_state", &s.power_state.code());
+        m.put("os-extended-volumes:volumes_attached", &json!([]));
         if v.at_least(16) && admin {
-            m.insert("host_status".into(), json!(host_status(hosts, s)));
+            m.put("host_status", &host_status(hosts, s));
         }
     }
     if v.at_least(9) {
-        m.insert("locked".into(), json!(s.locked));
+        m.put("locked", &s.locked);
     }
     if v.at_least(19) {
-        m.insert("description".into(), json!(s.description));
+        m.put("description", &s.description);
     }
     if v.at_least(26) {
-        m.insert("tags".into(), json!(s.tags));
+        m.put("tags", &s.tags);
     }
     if v.at_least(63) {
-        m.insert("trusted_image_certificates".into(), Value::Null);
+        m.put("trusted_image_certificates", &Value::Null);
     }
     if opts.server_groups && v.at_least(71) {
-        m.insert(
-            "server_groups".into(),
-            json!(
-                s.server_group
-                    .map(|g| vec![g.to_string()])
-                    .unwrap_or_default()
-            ),
+        m.put(
+            "server_groups",
+            &s.server_group
+                .map(|g| vec![g.to_string()])
+                .unwrap_or_default(),
         );
     }
     if v.at_least(73) {
-        m.insert("locked_reason".into(), json!(s.locked_reason));
+        m.put("locked_reason", &s.locked_reason);
     }
     if v.at_least(90) && !admin {
-        m.insert("OS-EXT-SRV-ATTR:hostname".into(), json!(s.hostname));
+        m.put("OS-EXT-SRV-ATTR:hostname", &s.hostname);
     }
     if opts.full && v.at_least(96) {
-        m.insert(
-            "pinned_availability_zone".into(),
-            json!(s.pinned_availability_zone),
-        );
+        m.put("pinned_availability_zone", &s.pinned_availability_zone);
     }
+}
+
+/// The detailed server view for the negotiated microversion, as a `Value` (for callers that
+/// add to it, such as create's `adminPass`).
+pub fn view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[Host]) -> Value {
+    let mut m = Map::new();
+    emit_view(api, s, opts, hosts, &mut m);
     Value::Object(m)
+}
+
+/// Where [`emit_view`] puts each field.
+trait FieldSink {
+    fn put<T: serde::Serialize + ?Sized>(&mut self, key: &'static str, value: &T);
+}
+
+impl FieldSink for Map<String, Value> {
+    fn put<T: serde::Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
+        // Serializing plain data (strings, numbers, maps with string keys) into a Value
+        // cannot fail.
+        let v = serde_json::to_value(value).unwrap_or(Value::Null);
+        self.insert(key.into(), v);
+    }
+}
+
+/// Streams fields into a serializer's map; keeps the first error for `end`.
+struct MapSink<M: serde::ser::SerializeMap> {
+    map: M,
+    err: Option<M::Error>,
+}
+
+impl<M: serde::ser::SerializeMap> FieldSink for MapSink<M> {
+    fn put<T: serde::Serialize + ?Sized>(&mut self, key: &'static str, value: &T) {
+        if self.err.is_none()
+            && let Err(e) = self.map.serialize_entry(key, value)
+        {
+            self.err = Some(e);
+        }
+    }
+}
+
+/// A server view that serializes itself field by field (the same fields as [`view`]).
+pub struct ServerView<'a> {
+    pub api: &'a Api,
+    pub server: &'a Server,
+    pub opts: ShowOpts,
+    pub hosts: &'a [Host],
+}
+
+impl serde::Serialize for ServerView<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut sink = MapSink {
+            map: serializer.serialize_map(None)?,
+            err: None,
+        };
+        emit_view(self.api, self.server, self.opts, self.hosts, &mut sink);
+        match sink.err {
+            Some(e) => Err(e),
+            None => serde::ser::SerializeMap::end(sink.map),
+        }
+    }
 }
 
 /// Nova's `addresses`: per network name, one entry per address. `extended` adds the
@@ -266,9 +300,12 @@ pub fn addresses(s: &Server, extended: bool) -> Value {
 }
 
 /// Hosts for `host_status` (admins only see it, so only they pay for the lookup).
-pub async fn hosts_for(api: &Api) -> Vec<HostUsage> {
+pub async fn hosts_for(api: &Api) -> Vec<Host> {
     if api.v.at_least(16) && api.ctx.is_admin() {
-        api.control().hosts_list(&api.ctx).await.unwrap_or_default()
+        api.control()
+            .hosts_states(&api.ctx)
+            .await
+            .unwrap_or_default()
     } else {
         Vec::new()
     }
@@ -565,10 +602,8 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
             f.regex.push((field, value.to_owned()));
         }
     }
-    if get("ip").is_some() || get("ip6").is_some() {
-        // Servers have no addresses until networking lands: no server matches an IP.
-        f.ids = Some(Vec::new());
-    }
+    f.ip_regex = get("ip").map(str::to_owned);
+    f.ip6_regex = get("ip6").map(str::to_owned);
     let all_tenants = admin
         && api
             .param("all_tenants")
@@ -626,30 +661,57 @@ async fn list(api: &Api, detailed: bool) -> ComputeResult {
         return Ok(crate::common::json(StatusCode::OK, json!({"servers": []})));
     };
     let servers = api.control().servers_list(&api.ctx, q).await?;
-    let (coll, items): (&str, Vec<Value>) = if detailed {
-        let hosts = hosts_for(api).await;
-        (
-            "servers/detail",
-            servers
-                .iter()
-                .map(|s| view(api, s, ShowOpts::DETAIL, &hosts))
-                .collect(),
-        )
+    let coll = if detailed {
+        "servers/detail"
     } else {
-        (
-            "servers",
-            servers
-                .iter()
-                .map(|s| json!({"id": s.id.to_string(), "name": s.name, "links": api.links.pair("servers", &s.id.to_string())}))
-                .collect(),
-        )
+        "servers"
     };
-    let mut body = json!({"servers": items});
     let last = servers.last().map(|s| s.id.to_string());
-    if let Some(links) = api.collection_links(coll, servers.len(), last.as_deref()) {
-        body["servers_links"] = links;
+    let links = api.collection_links(coll, servers.len(), last.as_deref());
+    if !detailed {
+        let items: Vec<Value> = servers
+            .iter()
+            .map(|s| json!({"id": s.id.to_string(), "name": s.name, "links": api.links.pair("servers", &s.id.to_string())}))
+            .collect();
+        let mut body = json!({"servers": items});
+        if let Some(links) = links {
+            body["servers_links"] = links;
+        }
+        return Ok(crate::common::json(StatusCode::OK, body));
     }
-    Ok(crate::common::json(StatusCode::OK, body))
+    // The detail page is serialized straight from the servers (see `ServerView`): no
+    // intermediate `Value` per server, and one buffer sized for the whole page.
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        servers: Vec<ServerView<'a>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        servers_links: Option<Value>,
+    }
+    let hosts = hosts_for(api).await;
+    let page = Page {
+        servers: servers
+            .iter()
+            .map(|s| ServerView {
+                api,
+                server: s,
+                opts: ShowOpts::DETAIL,
+                hosts: &hosts,
+            })
+            .collect(),
+        servers_links: links,
+    };
+    let mut buf = Vec::with_capacity(64 + servers.len() * 1700);
+    serde_json::to_writer(&mut buf, &page)
+        .map_err(|e| Error::internal(format!("render servers: {e}")))?;
+    Ok((
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        buf,
+    )
+        .into_response())
 }
 
 async fn index(api: Api) -> ComputeResult {
