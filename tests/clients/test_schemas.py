@@ -19,6 +19,7 @@ from tempest.lib.common import api_version_request
 from tempest.lib.services.compute import base_compute_client
 from tempest.lib.services.compute.availability_zone_client import AvailabilityZoneClient
 from tempest.lib.services.compute.flavors_client import FlavorsClient
+from tempest.lib.services.compute.interfaces_client import InterfacesClient
 from tempest.lib.services.compute.keypairs_client import KeyPairsClient
 from tempest.lib.services.compute.limits_client import LimitsClient
 from tempest.lib.services.compute.quotas_client import QuotasClient
@@ -86,6 +87,7 @@ def clients(nimbus, auth_provider):
         quotas = make(QuotasClient)
         azs = make(AvailabilityZoneClient)
         groups = make(ServerGroupsClient)
+        interfaces = make(InterfacesClient)
 
     return C
 
@@ -219,6 +221,10 @@ def test_servers(clients, max_mv, schema_servers, mv):
         s.show_server(bad)
         s.update_server(ok, name="schema-ok")
         s.list_addresses(ok)
+        ifs = clients.interfaces.list_interfaces(ok)["interfaceAttachments"]
+        assert len(ifs) == 1 and ifs[0]["fixed_ips"], ifs
+        clients.interfaces.show_interface(ok, ifs[0]["port_id"])
+        assert s.list_volume_attachments(ok)["volumeAttachments"] == []
         s.list_server_metadata(ok)
         s.set_server_metadata_item(ok, "k", {"k": "v"})
         s.show_server_metadata_item(ok, "k")

@@ -1139,6 +1139,34 @@ async fn servers_join_networks_and_show_addresses() {
     );
     let (st, body) = c.get(a, "/compute/v2.1/servers?ip=(").await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
+    // os-interface: the NICs as Nova's interface attachments.
+    let (st, ifs) = c
+        .get(a, &format!("/compute/v2.1/servers/{id}/os-interface"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{ifs}");
+    let att = &ifs["interfaceAttachments"][0];
+    assert_eq!(ifs["interfaceAttachments"].as_array().unwrap().len(), 1);
+    assert_eq!(att["mac_addr"], mac);
+    assert_eq!(att["port_state"], "ACTIVE");
+    assert_eq!(att["fixed_ips"][0]["ip_address"], v4);
+    assert_eq!(att["fixed_ips"][1]["ip_address"], v6);
+    let port = att["port_id"].as_str().unwrap();
+    let (st, one) = c
+        .get(
+            a,
+            &format!("/compute/v2.1/servers/{id}/os-interface/{port}"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(&one["interfaceAttachment"], att);
+    let (st, _) = c
+        .get(a, &format!("/compute/v2.1/servers/{id}/os-interface/nope"))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, none) = c
+        .get(a, &format!("/compute/v2.1/servers/{lone}/os-interface"))
+        .await;
+    assert_eq!(none["interfaceAttachments"], json!([]));
     // A private network with a tiny pool: fixed IP honoured, exhaustion fails the build.
     let ctx = c.ctx(a).await;
     let net = c

@@ -728,6 +728,47 @@ async fn disks_attach_at_create_and_survive_delete() {
     assert_eq!(d["disk"]["status"], "in-use");
     assert_eq!(d["disk"]["instance_uuid"], id.as_str());
     assert_eq!(d["disk"]["device"], "vdb");
+    // The OpenStack view of the same server shows the volume, in each microversion's shape.
+    let (_, os) = c
+        .get(&a.mv("2.79"), &format!("/compute/v2.1/servers/{id}"))
+        .await;
+    assert_eq!(
+        os["server"]["os-extended-volumes:volumes_attached"],
+        json!([{"id": d1, "delete_on_termination": false}])
+    );
+    let (st, att) = c
+        .get(
+            &a.mv("2.79"),
+            &format!("/compute/v2.1/servers/{id}/os-volume_attachments"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{att}");
+    assert_eq!(
+        att["volumeAttachments"],
+        json!([{"id": d1, "volumeId": d1, "serverId": id, "device": "/dev/vdb", "tag": null, "delete_on_termination": false}])
+    );
+    let (st, one) = c
+        .get(
+            &a.mv("2.89"),
+            &format!("/compute/v2.1/servers/{id}/os-volume_attachments/{d1}"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{one}");
+    assert_eq!(one["volumeAttachment"]["attachment_id"], d1.as_str());
+    assert!(
+        one["volumeAttachment"].get("id").is_none(),
+        "2.89 drops id: {one}"
+    );
+    let (st, _) = c
+        .get(
+            a,
+            &format!(
+                "/compute/v2.1/servers/{id}/os-volume_attachments/{}",
+                uuid::Uuid::new_v4()
+            ),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
     // In use: another instance cannot take it, and it cannot be deleted.
     let (st, b) = c
         .post(

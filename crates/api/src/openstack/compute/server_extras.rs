@@ -1,6 +1,6 @@
 //! Server sub-resources: metadata, tags (2.26), ips, os-instance-actions, diagnostics,
-//! remote consoles (2.6), and the (empty until networking and volumes land) interface and
-//! volume-attachment lists.
+//! remote consoles (2.6), and the interface (the server's NICs) and volume-attachment (its
+//! data volumes) lists.
 
 use super::fault::ComputeResult;
 use super::{Api, server_id};
@@ -14,6 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use nimbus_model::Error;
 use nimbus_model::agent::VncConsole;
+use nimbus_model::server::Server;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -54,10 +55,18 @@ pub fn routes() -> Router<AppState> {
             post(remote_console),
         )
         .route("/compute/v2.1/servers/{id}/os-interface", get(interfaces))
+        .route(
+            "/compute/v2.1/servers/{id}/os-interface/{port_id}",
+            get(interface_show),
+        )
         .route("/compute/v2.1/servers/{id}/topology", get(topology))
         .route(
             "/compute/v2.1/servers/{id}/os-volume_attachments",
             get(volume_attachments),
+        )
+        .route(
+            "/compute/v2.1/servers/{id}/os-volume_attachments/{volume_id}",
+            get(volume_attachment_show),
         )
 }
 
@@ -476,18 +485,102 @@ async fn topology(api: Api, Path(id): Path<String>) -> ComputeResult {
 
 // ---- interfaces and volumes (none yet) ----
 
+/// One NIC as Nova's `interfaceAttachment`. Deviation: Nimbus networks carry one address
+/// range per IP version rather than separately addressable subnets, so `subnet_id` is the
+/// network's id; the port id is the NIC's id.
+fn interface_view(api: &Api, nic: &nimbus_model::network::Nic) -> Value {
+    let fixed: Vec<Value> = [&nic.ipv4, &nic.ipv6]
+        .into_iter()
+        .flatten()
+        .map(|ip| json!({"ip_address": ip, "subnet_id": nic.network_id.to_string()}))
+        .collect();
+    let mut v = json!({
+        "port_state": "ACTIVE",
+        "fixed_ips": fixed,
+        "port_id": nic.id.to_string(),
+        "net_id": nic.network_id.to_string(),
+        "mac_addr": nic.mac,
+    });
+    if api.v.at_least(70) {
+        v["tag"] = Value::Null;
+    }
+    v
+}
+
 async fn interfaces(api: Api, Path(id): Path<String>) -> ComputeResult {
-    api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let s = api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let list: Vec<Value> = s.nics.iter().map(|n| interface_view(&api, n)).collect();
     Ok(crate::common::json(
         StatusCode::OK,
-        json!({"interfaceAttachments": []}),
+        json!({"interfaceAttachments": list}),
+    ))
+}
+
+async fn interface_show(api: Api, Path((id, port)): Path<(String, String)>) -> ComputeResult {
+    let s = api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let nic = s
+        .nics
+        .iter()
+        .find(|n| n.id.to_string() == port)
+        .ok_or_else(|| Error::not_found(format!("Port {port} could not be found.")))?;
+    Ok(crate::common::json(
+        StatusCode::OK,
+        json!({"interfaceAttachment": interface_view(&api, nic)}),
+    ))
+}
+
+/// One attached data volume as Nova's `volumeAttachment`. Deviation: Nimbus has no separate
+/// attachment or block-device-mapping records, so from 2.89 `attachment_id` and `bdm_uuid`
+/// are the volume's id too.
+fn attachment_view(api: &Api, server: &Server, vol: &nimbus_model::volume::Volume) -> Value {
+    let vid = vol.id.to_string();
+    let mut v = json!({
+        "device": vol.device.as_ref().map(|d| format!("/dev/{d}")),
+        "serverId": server.id.to_string(),
+        "volumeId": vid,
+    });
+    if api.v.at_least(89) {
+        v["attachment_id"] = json!(vid);
+        v["bdm_uuid"] = json!(vid);
+    } else {
+        v["id"] = json!(vid);
+    }
+    if api.v.at_least(70) {
+        v["tag"] = Value::Null;
+    }
+    if api.v.at_least(79) {
+        v["delete_on_termination"] = json!(false);
+    }
+    v
+}
+
+async fn volume_attachment_show(
+    api: Api,
+    Path((id, volume)): Path<(String, String)>,
+) -> ComputeResult {
+    let s = api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let vol = s
+        .volumes
+        .iter()
+        .find(|v| v.id.to_string() == volume)
+        .ok_or_else(|| {
+            Error::not_found(format!("Instance {id} is not attached to volume {volume}."))
+        })?;
+    Ok(crate::common::json(
+        StatusCode::OK,
+        json!({"volumeAttachment": attachment_view(&api, &s, vol)}),
     ))
 }
 
 async fn volume_attachments(api: Api, Path(id): Path<String>) -> ComputeResult {
-    api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let s = api.control().server_get(&api.ctx, server_id(&id)?).await?;
+    let list: Vec<Value> = s
+        .volumes
+        .iter()
+        .map(|v| attachment_view(&api, &s, v))
+        .collect();
     Ok(crate::common::json(
         StatusCode::OK,
-        json!({"volumeAttachments": []}),
+        json!({"volumeAttachments": list}),
     ))
 }

@@ -176,7 +176,18 @@ fn emit_view(api: &Api, s: &Server, opts: ShowOpts, hosts: &[Host], m: &mut impl
         );
         m.put("OS-EXT-STS:vm_state", &s.vm_state.as_str());
         m.put("OS-EXT-STS:power_state", &s.power_state.code());
-        m.put("os-extended-volumes:volumes_attached", &json!([]));
+        let volumes: Vec<Value> = s
+            .volumes
+            .iter()
+            .map(|vol| {
+                if v.at_least(3) {
+                    json!({"id": vol.id.to_string(), "delete_on_termination": false})
+                } else {
+                    json!({"id": vol.id.to_string()})
+                }
+            })
+            .collect();
+        m.put("os-extended-volumes:volumes_attached", &volumes);
         if v.at_least(16) && admin {
             m.put("host_status", &host_status(hosts, s));
         }
