@@ -2,8 +2,8 @@
 # The whole test suite: `bash scripts/test.sh` (the README's second command).
 #
 # Works on a fresh Debian 12 machine as root with the Rust toolchain, cargo-nextest and
-# Python 3.11: it installs what else it needs (python3-venv and chromium if missing; QEMU
-# and the guest image tools through scripts/install-qemu.sh), then runs
+# Python 3.11: it installs what else it needs (a C toolchain, python3-venv and chromium if
+# missing; QEMU and the guest image tools through scripts/install-qemu.sh), then runs
 #   1. cargo nextest run --workspace   unit tests, store conformance, integration tests,
 #                                      the qemu driver booting real guests (TCG)
 #   2. tests/clients/run.sh            the real OpenStack clients against `nimbus serve`
@@ -41,6 +41,9 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 cargo nextest --version >/dev/null 2>&1 || die "cargo-nextest not found: cargo install cargo-nextest --locked"
 export PYTHON=${PYTHON:-python3}
 command -v "$PYTHON" >/dev/null || die "$PYTHON not found: install Python 3.11"
+# A C toolchain and make: bundled SQLite and jemalloc (the service's allocator) are built from
+# C sources, jemalloc with its configure script and make.
+command -v cc >/dev/null && command -v make >/dev/null || apt_install build-essential
 # Debian's python3 needs python3-venv for `python3 -m venv` (ensurepip).
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
 
