@@ -230,26 +230,12 @@ impl SqliteStore {
         let guard = PermitGuard(inner.clone());
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
-            let conn = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let conn = conn.ok_or_else(|| Error::internal("reader pool empty"))?;
-            let out = in_snapshot(&conn, f);
-            inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
-            out
+            inner.on_reader(f)
         })
         .await
         .map_err(|e| Error::internal(format!("store read task: {e}")))?
     }
-}
 
-impl SqliteStore {
     /// Run `f` on a reader connection right here, on the calling (async) thread, when one is
     /// free at once; otherwise exactly like [`SqliteStore::read`].
     ///
@@ -275,14 +261,14 @@ impl SqliteStore {
         };
         permit.forget();
         let _guard = PermitGuard(self.inner.clone());
-        let conn = self
-            .inner
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .ok_or_else(|| Error::internal("reader pool empty"))?;
-        // Return the connection even if `f` panics (the panic is caught per request).
+        self.inner.on_reader(f)
+    }
+}
+
+impl Inner {
+    /// Run `f` in one snapshot on a pooled reader connection (the caller holds a reader
+    /// permit, so one is free), and put the connection back afterwards, also when `f` panics.
+    fn on_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         struct Back<'a>(&'a Inner, Option<Connection>);
         impl Drop for Back<'_> {
             fn drop(&mut self) {
@@ -295,7 +281,13 @@ impl SqliteStore {
                 }
             }
         }
-        let back = Back(&self.inner, Some(conn));
+        let conn = self
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .ok_or_else(|| Error::internal("reader pool empty"))?;
+        let back = Back(self, Some(conn));
         in_snapshot(back.1.as_ref().expect("connection present until drop"), f)
     }
 }
