@@ -176,8 +176,16 @@ impl Env {
         let blobs = state.join("blobs");
         std::fs::create_dir_all(&blobs).unwrap();
         let image = import(&blobs, image_path);
+        // The driver gets the state directory as a path relative to the working directory,
+        // as `nimbus serve` with its default `--data-dir nimbus-data` gives it: every boot
+        // below then also checks that no relative path leaks into overlays or QEMU's argv.
+        // (A relative path must not climb through `/`, where surplus `..` are dropped and a
+        // wrongly resolved path comes out right by accident, so the tests work from the
+        // temp directory itself. Every test sets the same directory, and nothing else here
+        // uses a relative path, so tests running on other threads are not affected.)
+        std::env::set_current_dir(std::env::temp_dir()).expect("cd to the temp directory");
         let mut cfg = QemuConfig::new(
-            state.clone(),
+            PathBuf::from(state.file_name().expect("a directory name")),
             Arc::new(LocalBlobSource {
                 blob_dir: blobs.clone(),
             }),

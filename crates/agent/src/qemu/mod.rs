@@ -291,7 +291,19 @@ impl QemuDriver {
     /// Check QEMU, choose the accelerator, and re-attach to the servers of `state_dir`
     /// (running QEMU processes get a new actor; the others are `Shutdown` or `Suspended`).
     /// `events` receives what guests do on their own.
-    pub async fn start(cfg: QemuConfig, events: Arc<dyn EventSink>) -> Result<QemuDriver> {
+    pub async fn start(mut cfg: QemuConfig, events: Arc<dyn EventSink>) -> Result<QemuDriver> {
+        // Every path the driver derives from `state_dir` ends up where the working directory
+        // no longer applies: as a qcow2 overlay's backing file (which qemu-img resolves
+        // against the overlay's own directory), in QEMU's argv, in instance records read
+        // after a restart. So the driver only ever holds an absolute `state_dir`, and a
+        // canonical one: `std::path::absolute` keeps `..` components, which would eat into
+        // the 107 bytes a unix socket path may have.
+        tokio::fs::create_dir_all(&cfg.state_dir)
+            .await
+            .map_err(|e| io_err("create", &cfg.state_dir, e))?;
+        cfg.state_dir = tokio::fs::canonicalize(&cfg.state_dir)
+            .await
+            .map_err(|e| io_err("resolve", &cfg.state_dir, e))?;
         let probe_path = cfg
             .state_dir
             .join("instances")
