@@ -11,6 +11,9 @@ use crate::procs::{self, Guard, Scratch};
 use crate::report::{Report, Target};
 use crate::service::{Api, Service, Setup};
 use anyhow::{Context as _, anyhow, bail};
+use nimbus_agent::net::{Fabric, parse_mac, port_config};
+use nimbus_model::ServerId;
+use nimbus_model::agent::NicSpec;
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -19,6 +22,8 @@ use std::time::{Duration, Instant};
 const MARKER: &str = "GUEST-READY";
 const READY_WITHIN: Duration = Duration::from_secs(240);
 const AGENT_SECRET: &str = "bench-agent-secret";
+/// DHCP lease of the hand runs' switches (the guest asks once per boot).
+const DHCP_LEASE_SECS: u32 = 3600;
 
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -99,6 +104,8 @@ struct Argv {
     base: String,
     base_format: String,
     disk_gb: u64,
+    /// The server's NICs (MAC, network, DHCP lease), to wire the hand run the same way.
+    nics: Vec<NicSpec>,
 }
 
 fn read_argv(dir: &Path) -> anyhow::Result<Argv> {
@@ -125,35 +132,71 @@ fn read_argv(dir: &Path) -> anyhow::Result<Argv> {
             .to_owned(),
         base_format: rec["base_format"].as_str().unwrap_or("qcow2").to_owned(),
         disk_gb: rec["spec"]["disk_gb"].as_u64().unwrap_or(1).max(1),
+        nics: serde_json::from_value(rec["spec"]["nics"].clone())
+            .with_context(|| format!("no NICs in {}", p.display()))?,
     })
 }
 
-/// The driver's arguments as the hand run uses them: without the guest's NICs. By hand there
-/// is no network switch (so no DHCP server) behind a NIC's socket, and the guest would wait
-/// for its DHCP timeout (~5 s) before printing the readiness line, crediting Nimbus with time
-/// QEMU never spent. Through Nimbus the guest does get its lease (from the agent's switch),
-/// so the comparison is conservative: the hand-started guest has less to do.
-fn hand_args(args: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut it = args.iter().peekable();
-    while let Some(a) = it.next() {
-        let nic = match (a.as_str(), it.peek()) {
-            ("-netdev", Some(_)) => true,
-            ("-device", Some(v)) => v.starts_with("virtio-net-pci"),
-            _ => false,
-        };
-        if nic {
-            it.next();
-        } else {
-            out.push(a.clone());
-        }
-    }
-    out
+/// A hand run's arguments, and each NIC with the socket QEMU binds for it.
+struct HandArgs {
+    args: Vec<String>,
+    ports: Vec<(NicSpec, PathBuf)>,
 }
 
-/// A QEMU started by hand with the driver's argv in `dir` (killed on drop).
+/// The driver's arguments for a hand run, with both ends of every NIC's link moved to the
+/// hand run's own network switch: `wire(nic)` answers QEMU's end (`local.path`) and the
+/// switch's (`remote.path`) for the NIC. The guest then does what it does under Nimbus
+/// (probes its NIC, gets its lease by DHCP) before it prints the readiness line, so both
+/// boots do the same work. (Without a DHCP server behind the NIC it would wait out its
+/// ~5 s DHCP timeout; without the NIC it would do less.)
+fn hand_args(
+    args: &[String],
+    nics: &[NicSpec],
+    wire: impl Fn(&NicSpec) -> anyhow::Result<(PathBuf, PathBuf)>,
+) -> anyhow::Result<HandArgs> {
+    let mut out = HandArgs {
+        args: Vec::with_capacity(args.len()),
+        ports: Vec::new(),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        out.args.push(a.clone());
+        if a != "-netdev" {
+            continue;
+        }
+        let Some(netdev) = it.next() else { break };
+        let hex = netdev
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("id=net-"))
+            .ok_or_else(|| anyhow!("netdev without an id: {netdev}"))?;
+        let nic = nics
+            .iter()
+            .find(|n| n.mac.replace(':', "") == hex)
+            .ok_or_else(|| anyhow!("no NIC in the record for netdev net-{hex}"))?;
+        let (local, remote) = wire(nic)?;
+        let rewired: Vec<String> = netdev
+            .split(',')
+            .map(|kv| {
+                if kv.starts_with("local.path=") {
+                    format!("local.path={}", local.display())
+                } else if kv.starts_with("remote.path=") {
+                    format!("remote.path={}", remote.display())
+                } else {
+                    kv.to_owned()
+                }
+            })
+            .collect();
+        out.args.push(rewired.join(","));
+        out.ports.push((nic.clone(), local));
+    }
+    Ok(out)
+}
+
+/// A QEMU started by hand with the driver's argv in `dir` (killed on drop), and the
+/// network switch its NICs talk to (the agent's own switch code, run by this program).
 struct HandGuest {
     _guard: Guard,
+    _fabric: Fabric,
     pid: u32,
 }
 
@@ -182,12 +225,28 @@ fn hand_spawn(qemu: &Path, argv: &Argv, dir: &Path) -> anyhow::Result<(HandGuest
         bail!("qemu-img create {} failed", disk.display());
     }
     let d = dir.to_string_lossy();
+    let moved: Vec<String> = argv.args.iter().map(|a| a.replace(&argv.dir, &d)).collect();
+    let fabric = Fabric::new(dir.join("net"), DHCP_LEASE_SECS).map_err(|e| anyhow!("{e}"))?;
+    let hand = hand_args(&moved, &argv.nics, |nic| {
+        let mac = parse_mac(&nic.mac).map_err(|e| anyhow!("{e}"))?;
+        let remote = fabric
+            .switch_socket(&nic.network_id)
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok((fabric.nic_socket(&mac), remote))
+    })?;
+    let ports = hand
+        .ports
+        .iter()
+        .map(|(nic, local)| {
+            let cfg = port_config(nic, local.clone(), DHCP_LEASE_SECS);
+            Ok((nic.network_id.clone(), cfg.map_err(|e| anyhow!("{e}"))?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    fabric
+        .sync_server(ServerId::new(), ports)
+        .map_err(|e| anyhow!("{e}"))?;
     let mut args = vec![qemu.to_string_lossy().into_owned()];
-    args.extend(
-        hand_args(&argv.args)
-            .iter()
-            .map(|a| a.replace(&argv.dir, &d)),
-    );
+    args.extend(hand.args);
     let t = Instant::now();
     let guard = Guard::spawn(
         "hand-started QEMU",
@@ -197,7 +256,14 @@ fn hand_spawn(qemu: &Path, argv: &Argv, dir: &Path) -> anyhow::Result<(HandGuest
         dir.join("qemu.log"),
     )?;
     let pid = guard.pid();
-    Ok((HandGuest { _guard: guard, pid }, t))
+    Ok((
+        HandGuest {
+            _guard: guard,
+            _fabric: fabric,
+            pid,
+        },
+        t,
+    ))
 }
 
 fn secs(v: &[Duration]) -> Vec<f64> {
@@ -637,32 +703,49 @@ async fn agent(setup: &Setup, image_path: &Path, r: &mut Report) -> anyhow::Resu
 #[cfg(test)]
 mod tests {
     use super::hand_args;
+    use nimbus_model::agent::NicSpec;
+    use std::path::PathBuf;
 
     #[test]
-    fn hand_runs_leave_the_nics_out() {
+    fn hand_runs_wire_each_nic_to_their_own_switch() {
         let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let nic = NicSpec {
+            id: "nic-1-0".into(),
+            network_id: "n1".into(),
+            mac: "fa:16:3e:00:00:01".into(),
+            ipv4: Some("10.0.0.5".into()),
+            ipv4_prefix: Some(24),
+            gateway: None,
+            ipv6: None,
+            dhcp: true,
+            firewall: "DISABLED".into(),
+        };
         let argv = v(&[
             "-machine",
             "q35",
             "-netdev",
-            "dgram,id=net-1,local.type=unix",
+            "dgram,id=net-fa163e000001,local.type=unix,local.path=/svc/net/nic-fa163e000001.sock,remote.type=unix,remote.path=/svc/net/n1.sock",
             "-device",
-            "virtio-net-pci,netdev=net-1,mac=fa:16:3e:00:00:01",
-            "-device",
-            "virtio-blk-pci,drive=root",
+            "virtio-net-pci,netdev=net-fa163e000001,mac=fa:16:3e:00:00:01",
             "-smbios",
             "type=11,value=nimbus-nic fa:16:3e:00:00:01 dhcp",
         ]);
+        let wire = |n: &NicSpec| {
+            Ok((
+                PathBuf::from(format!("/h/net/nic-{}.sock", n.mac)),
+                PathBuf::from(format!("/h/net/{}.sock", n.network_id)),
+            ))
+        };
+        let hand = hand_args(&argv, std::slice::from_ref(&nic), wire).unwrap();
+        let mut want = argv.clone();
+        want[3] = "dgram,id=net-fa163e000001,local.type=unix,local.path=/h/net/nic-fa:16:3e:00:00:01.sock,remote.type=unix,remote.path=/h/net/n1.sock".into();
+        assert_eq!(hand.args, want);
         assert_eq!(
-            hand_args(&argv),
-            v(&[
-                "-machine",
-                "q35",
-                "-device",
-                "virtio-blk-pci,drive=root",
-                "-smbios",
-                "type=11,value=nimbus-nic fa:16:3e:00:00:01 dhcp",
-            ])
+            hand.ports,
+            vec![(nic, PathBuf::from("/h/net/nic-fa:16:3e:00:00:01.sock"))]
         );
+
+        // A netdev the record knows nothing about is an error, not a guess.
+        assert!(hand_args(&argv, &[], |_| Ok((PathBuf::new(), PathBuf::new()))).is_err());
     }
 }
