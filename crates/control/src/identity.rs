@@ -232,7 +232,8 @@ impl Control {
                 if roles.is_empty() {
                     return Err(unauthorized());
                 }
-                (Some(project), roles)
+                let all = self.inner.store.roles_list().await?;
+                (Some(project), with_implied_roles(roles, &all))
             }
             None => (None, Vec::new()),
         };
@@ -797,5 +798,58 @@ impl Control {
 
     pub(crate) async fn purge_tokens(&self) -> Result<u64> {
         self.inner.store.tokens_purge(now()).await
+    }
+}
+
+/// Keystone's default role inference (`admin` implies `member`, `member` implies `reader`):
+/// a token carries the assigned roles plus every role they imply, as Keystone's do, so a
+/// policy written for `reader` admits members and admins. Only roles that exist are added.
+fn with_implied_roles(mut roles: Vec<Role>, all: &[Role]) -> Vec<Role> {
+    const IMPLIES: [(&str, &str); 2] = [(ROLE_ADMIN, ROLE_MEMBER), (ROLE_MEMBER, ROLE_READER)];
+    // Two passes reach the transitive closure of this two-step chain.
+    for _ in 0..IMPLIES.len() {
+        for (prior, implied) in IMPLIES {
+            let has = |n: &str| roles.iter().any(|r| r.name == n);
+            if has(prior)
+                && !has(implied)
+                && let Some(r) = all.iter().find(|r| r.name == implied)
+            {
+                roles.push(r.clone());
+            }
+        }
+    }
+    roles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(name: &str) -> Role {
+        Role {
+            id: RoleId::from(format!("id-{name}")),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn implied_roles_follow_keystone_defaults() {
+        let all = [role("admin"), role("member"), role("reader"), role("other")];
+        let names = |assigned: &[&str], all: &[Role]| -> Vec<String> {
+            let got = with_implied_roles(assigned.iter().map(|n| role(n)).collect(), all);
+            got.into_iter().map(|r| r.name).collect()
+        };
+        let table: [(&[&str], &[&str]); 5] = [
+            (&["admin"], &["admin", "member", "reader"]),
+            (&["member"], &["member", "reader"]),
+            (&["reader"], &["reader"]),
+            (&["other"], &["other"]),
+            (&["reader", "admin"], &["reader", "admin", "member"]),
+        ];
+        for (assigned, want) in table {
+            assert_eq!(names(assigned, &all), want, "{assigned:?}");
+        }
+        // A deployment without a reader role gets no made-up one.
+        assert_eq!(names(&["admin"], &all[..2]), ["admin", "member"]);
     }
 }

@@ -63,6 +63,78 @@ async fn password_token_carries_catalog_and_validates() {
         compute["endpoints"][0]["url"],
         format!("{}/compute/v2.1", c.url)
     );
+    // Keystone's implied roles: admin brings member and reader.
+    let roles: Vec<&str> = v["token"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["admin", "member", "reader"]);
+    // ?nocatalog leaves the catalog out.
+    let r = c
+        .req(&c.admin, Method::GET, "/identity/v3/auth/tokens?nocatalog")
+        .header("X-Subject-Token", &c.admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["token"].get("catalog").is_none(), "{v}");
+    assert_eq!(v["token"]["project"]["name"], "admin");
+    // A member may validate their own token but not another user's (identity:validate_token
+    // is admin-or-subject); the admin may validate theirs.
+    let alice = c.new_member("alice").await;
+    for (who, subject, want) in [
+        (&alice, &alice.token, StatusCode::OK),
+        (&alice, &c.admin.token, StatusCode::FORBIDDEN),
+        (&c.admin, &alice.token, StatusCode::OK),
+    ] {
+        for method in [Method::GET, Method::HEAD] {
+            let r = c
+                .req(who, method.clone(), "/identity/v3/auth/tokens")
+                .header("X-Subject-Token", subject)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), want, "{method}");
+        }
+    }
+    let r = c
+        .req(&alice, Method::DELETE, "/identity/v3/auth/tokens")
+        .header("X-Subject-Token", &c.admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], 403);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("identity:revoke_token"),
+        "{v}"
+    );
+    assert_eq!(
+        c.get(&c.admin, "/compute/v2.1/servers").await.0,
+        StatusCode::OK
+    );
+    // Member tokens carry member and reader.
+    let r = c
+        .req(&alice, Method::GET, "/identity/v3/auth/tokens")
+        .header("X-Subject-Token", &alice.token)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    let roles: Vec<&str> = v["token"]["roles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["member", "reader"]);
 }
 
 #[tokio::test]

@@ -644,10 +644,57 @@ async fn listing_filters_sorting_and_paging() {
     assert_eq!(changed, [("web-0".to_owned(), "DELETED".to_owned())]);
     let (_, v) = c.get(a, "/compute/v2.1/servers").await;
     assert!(!names(&v).contains(&"web-0".to_owned()));
-    // A second project sees none of these; all_tenants is for admins only.
+    // A second project sees none of these; all_tenants is for admins only: a member asking
+    // for it is refused by policy (Nova's 403), asking for it off is fine, and a value that
+    // is not a boolean is a 400.
     let bob = c.new_member("bob").await;
-    let (_, v) = c.get(&bob, "/compute/v2.1/servers?all_tenants=1").await;
+    let (st, v) = c.get(&bob, "/compute/v2.1/servers?all_tenants=1").await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert!(
+        v["forbidden"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("os_compute_api:servers:index:get_all_tenants"),
+        "{v}"
+    );
+    let (st, v) = c
+        .get(&bob, "/compute/v2.1/servers/detail?all_tenants")
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    let (st, v) = c.get(&bob, "/compute/v2.1/servers?all_tenants=0").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(names(&v).len(), 0);
+    let (st, v) = c
+        .get(&c.admin, "/compute/v2.1/servers?all_tenants=maybe")
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'maybe'"),
+        "{v}"
+    );
+    // sort_key and sort_dir are held to Nova's enums; Nova's ignored keys are accepted.
+    for (q, bad) in [
+        ("sort_key=bogus", "'bogus' is not one of"),
+        ("sort_key=name", "'name' is not one of"),
+        (
+            "sort_key=display_name&sort_dir=up",
+            "'up' is not one of ['asc', 'desc']",
+        ),
+    ] {
+        let (st, v) = c.get(a, &format!("/compute/v2.1/servers?{q}")).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{q}: {v}");
+        assert!(
+            v["badRequest"]["message"].as_str().unwrap().contains(bad),
+            "{q}: {v}"
+        );
+    }
+    let (st, v) = c
+        .get(a, "/compute/v2.1/servers?sort_key=vcpus&sort_key=kernel_id")
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     let (_, v) = c.get(&c.admin, "/compute/v2.1/servers?all_tenants=1").await;
     assert_eq!(names(&v).len(), 5);
     assert_eq!(

@@ -402,6 +402,68 @@ const KNOWN_QUERY: &[&str] = &[
     "marker",
 ];
 
+/// Nova's `VALID_SORT_KEYS` for server lists (schemas/servers.py), less the ignored ones.
+/// Keys we cannot order by (kernel_id, ramdisk_id, ...) are accepted and have no effect, as
+/// sorting by a column that is empty on every row would have in Nova.
+const NOVA_SORT_KEYS: &[&str] = &[
+    "access_ip_v4",
+    "access_ip_v6",
+    "auto_disk_config",
+    "availability_zone",
+    "config_drive",
+    "created_at",
+    "display_description",
+    "display_name",
+    "host",
+    "hostname",
+    "image_ref",
+    "instance_type_id",
+    "kernel_id",
+    "key_name",
+    "launch_index",
+    "launched_at",
+    "locked_by",
+    "node",
+    "power_state",
+    "progress",
+    "project_id",
+    "ramdisk_id",
+    "root_device_name",
+    "task_state",
+    "terminated_at",
+    "updated_at",
+    "user_id",
+    "uuid",
+    "vm_state",
+];
+
+/// Nova's `SERVER_LIST_IGNORE_SORT_KEY`: valid in the schema but dropped (`locked` becomes
+/// a real key at 2.73).
+const NOVA_IGNORED_SORT_KEYS: &[&str] = &[
+    "architecture",
+    "cell_name",
+    "cleaned",
+    "default_ephemeral_device",
+    "default_swap_device",
+    "deleted",
+    "deleted_at",
+    "disable_terminate",
+    "ephemeral_gb",
+    "ephemeral_key_uuid",
+    "id",
+    "key_data",
+    "launched_on",
+    "locked",
+    "memory_mb",
+    "os_type",
+    "reservation_id",
+    "root_gb",
+    "shutdown_terminate",
+    "user_data",
+    "vcpus",
+    "vm_mode",
+];
+
 fn truthy(v: &str) -> Option<bool> {
     match v.to_ascii_lowercase().as_str() {
         "1" | "t" | "true" | "on" | "y" | "yes" | "" => Some(true),
@@ -412,7 +474,7 @@ fn truthy(v: &str) -> Option<bool> {
 
 /// Build the store filter from Nova's query parameters. Non-admins get only the options
 /// Nova lets them use (others are dropped silently before 2.75, as Nova does).
-fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
+fn list_query(api: &Api, detailed: bool) -> Result<Option<ServerListQuery>, Error> {
     api.check_query(KNOWN_QUERY)?;
     for (k, _) in &api.query {
         if k.starts_with('_')
@@ -628,31 +690,63 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
     }
     f.ip_regex = get("ip").map(str::to_owned);
     f.ip6_regex = get("ip6").map(str::to_owned);
-    let all_tenants = admin
-        && api
-            .param("all_tenants")
-            .is_some_and(|v| truthy(v).unwrap_or(true));
+    // Nova: all_tenants goes through oslo's strict bool_from_string (400 on anything else),
+    // and a true value is a policy check (admin only: 403), not a silent downgrade.
+    let all_tenants = match api.param("all_tenants") {
+        None => false,
+        // The empty string enables it (`?all_tenants`), as in Nova's is_all_tenants.
+        Some(raw) => match truthy(raw) {
+            Some(b) => b,
+            None => {
+                return Err(Error::invalid(format!(
+                    "Invalid input received: Unrecognized value '{raw}', acceptable values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'"
+                )));
+            }
+        },
+    };
+    if all_tenants && !admin {
+        let rule = if detailed { "detail" } else { "index" };
+        return Err(Error::Forbidden(format!(
+            "Policy doesn't allow os_compute_api:servers:{rule}:get_all_tenants to be performed."
+        )));
+    }
     if admin
         && let Some(p) = api.param("project_id").or_else(|| api.param("tenant_id"))
         && all_tenants
     {
         f.project_id = Some(p.into());
     }
-    // Sorting: repeated sort_key/sort_dir pairs; unknown keys are ignored as Nova does.
+    // Sorting: repeated sort_key/sort_dir pairs. Nova's query schema holds every key to its
+    // enum (400 otherwise, at every microversion); keys it lists as "ignored" for backward
+    // compatibility are dropped, as are host/node for non-admins.
     let keys = api.params("sort_key");
     let dirs = api.params("sort_dir");
+    for d in &dirs {
+        if !matches!(*d, "asc" | "desc") {
+            return Err(Error::invalid(format!(
+                "Invalid input for query parameters sort_dir. Value: {d}. '{d}' is not one of ['asc', 'desc']"
+            )));
+        }
+    }
     let mut sort = Vec::new();
     for (i, k) in keys.iter().enumerate() {
+        if !NOVA_SORT_KEYS.contains(k) && !NOVA_IGNORED_SORT_KEYS.contains(k) {
+            let all: Vec<String> = NOVA_SORT_KEYS
+                .iter()
+                .chain(NOVA_IGNORED_SORT_KEYS)
+                .map(|k| format!("'{k}'"))
+                .collect();
+            return Err(Error::invalid(format!(
+                "Invalid input for query parameters sort_key. Value: {k}. '{k}' is not one of [{}]",
+                all.join(", ")
+            )));
+        }
         let dir = match dirs.get(i).or(dirs.last()).copied().unwrap_or("desc") {
             "asc" => SortDir::Asc,
-            "desc" => SortDir::Desc,
-            other => {
-                return Err(Error::invalid(format!(
-                    "Unknown sort direction, must be 'desc' or 'asc': {other}"
-                )));
-            }
+            _ => SortDir::Desc,
         };
-        if matches!(*k, "host" | "node") && !admin {
+        let ignored = NOVA_IGNORED_SORT_KEYS.contains(k) && !(*k == "locked" && v.at_least(73));
+        if ignored || (matches!(*k, "host" | "node") && !admin) {
             continue;
         }
         if let Some(key) = ServerSortKey::parse(k) {
@@ -681,7 +775,7 @@ fn list_query(api: &Api) -> Result<Option<ServerListQuery>, Error> {
 }
 
 async fn list(api: &Api, detailed: bool) -> ComputeResult {
-    let Some(q) = list_query(api)? else {
+    let Some(q) = list_query(api, detailed)? else {
         return Ok(crate::common::json(StatusCode::OK, json!({"servers": []})));
     };
     let servers = api.control().servers_list(&api.ctx, q).await?;

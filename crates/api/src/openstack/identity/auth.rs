@@ -4,11 +4,11 @@ use super::{AuthToken, IdentityError, IdentityResult, catalog::catalog, keystone
 use crate::AppState;
 use crate::common::body::JsonBody;
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nimbus_control::identity::{DomainRef, IssuedToken, ProjectRef, TokenInfo, UserRef};
-use nimbus_model::identity::{DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME};
+use nimbus_model::identity::{DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME, ROLE_ADMIN};
 use nimbus_model::{Error, ProjectId, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -209,15 +209,51 @@ fn subject(headers: &HeaderMap) -> Result<String, Error> {
         .ok_or_else(|| Error::invalid("Expecting to find X-Subject-Token in headers."))
 }
 
-/// `GET /v3/auth/tokens`: validate the token named by `X-Subject-Token`.
-pub async fn validate(State(state): State<AppState>, headers: HeaderMap) -> IdentityResult {
-    let token = subject(&headers)?;
+/// Keystone's `identity:validate_token` / `check_token` / `revoke_token` policy: the token's
+/// own user (`rule:token_subject`) or an admin may look at or revoke it; anyone else gets
+/// 403, so a token cannot be used to probe other users' tokens.
+async fn subject_info(
+    state: &AppState,
+    caller: &TokenInfo,
+    headers: &HeaderMap,
+    rule: &str,
+) -> Result<(String, TokenInfo), Error> {
+    let token = subject(headers)?;
     let info = state
         .control
         .validate_token(&token)
         .await
         .map_err(|_| Error::not_found(format!("Could not find token: {token}")))?;
-    let mut resp = crate::common::json(StatusCode::OK, token_body(&state, &info));
+    let admin = caller.roles.iter().any(|r| r.name == ROLE_ADMIN);
+    if info.user.id != caller.user.id && !admin {
+        return Err(Error::Forbidden(format!(
+            "You are not authorized to perform the requested action: identity:{rule}."
+        )));
+    }
+    Ok((token, info))
+}
+
+#[derive(Deserialize)]
+pub struct ValidateQuery {
+    nocatalog: Option<String>,
+}
+
+/// `GET /v3/auth/tokens`: validate the token named by `X-Subject-Token`. `?nocatalog` (any
+/// value) leaves the catalog out, as Keystone does.
+pub async fn validate(
+    State(state): State<AppState>,
+    Extension(caller): Extension<TokenInfo>,
+    Query(q): Query<ValidateQuery>,
+    headers: HeaderMap,
+) -> IdentityResult {
+    let (token, info) = subject_info(&state, &caller, &headers, "validate_token").await?;
+    let mut body = token_body(&state, &info);
+    if q.nocatalog.is_some()
+        && let Some(t) = body["token"].as_object_mut()
+    {
+        t.remove("catalog");
+    }
+    let mut resp = crate::common::json(StatusCode::OK, body);
     if let Ok(v) = HeaderValue::from_str(&token) {
         resp.headers_mut().insert("x-subject-token", v);
     }
@@ -225,19 +261,22 @@ pub async fn validate(State(state): State<AppState>, headers: HeaderMap) -> Iden
 }
 
 /// `HEAD /v3/auth/tokens`.
-pub async fn check(State(state): State<AppState>, headers: HeaderMap) -> IdentityResult {
-    let token = subject(&headers)?;
-    state
-        .control
-        .validate_token(&token)
-        .await
-        .map_err(|_| Error::not_found(format!("Could not find token: {token}")))?;
+pub async fn check(
+    State(state): State<AppState>,
+    Extension(caller): Extension<TokenInfo>,
+    headers: HeaderMap,
+) -> IdentityResult {
+    subject_info(&state, &caller, &headers, "check_token").await?;
     Ok(StatusCode::OK.into_response())
 }
 
 /// `DELETE /v3/auth/tokens`.
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap) -> IdentityResult {
-    let token = subject(&headers)?;
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(caller): Extension<TokenInfo>,
+    headers: HeaderMap,
+) -> IdentityResult {
+    let (token, _) = subject_info(&state, &caller, &headers, "revoke_token").await?;
     state.control.revoke_token(&token).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
