@@ -1420,9 +1420,18 @@ impl Control {
     // ---- read-only views ----
 
     /// The action log (os-instance-actions), newest first.
-    pub async fn server_actions(&self, ctx: &Context, id: ServerId) -> Result<Vec<Operation>> {
+    /// The server's operation log. `deleted_too`: whether a deleted server's log is still
+    /// readable (Nova from 2.21; before it, a deleted server is 404 here as everywhere).
+    pub async fn server_actions(
+        &self,
+        ctx: &Context,
+        id: ServerId,
+        deleted_too: bool,
+    ) -> Result<Vec<Operation>> {
         let s = self.load_server(id).await?;
-        if s.project_id != ctx.project_id && !ctx.is_admin() {
+        if (s.project_id != ctx.project_id && !ctx.is_admin())
+            || (!deleted_too && s.vm_state == VmState::Deleted)
+        {
             return Err(Error::server_not_found(id));
         }
         self.inner.store.operations_for_server(id).await
@@ -1433,9 +1442,12 @@ impl Control {
         ctx: &Context,
         id: ServerId,
         request_id: &str,
+        deleted_too: bool,
     ) -> Result<(Operation, Vec<OperationEvent>)> {
         let s = self.load_server(id).await?;
-        if s.project_id != ctx.project_id && !ctx.is_admin() {
+        if (s.project_id != ctx.project_id && !ctx.is_admin())
+            || (!deleted_too && s.vm_state == VmState::Deleted)
+        {
             return Err(Error::server_not_found(id));
         }
         let op = self

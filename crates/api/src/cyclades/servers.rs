@@ -818,7 +818,7 @@ async fn server_log(cy: &Cy, s: &Server) -> Result<Vec<Value>, Error> {
     use nimbus_model::operation::OperationState as S;
     let c = cy.control();
     let mut entries: Vec<(nimbus_model::time::Timestamp, Value)> = Vec::new();
-    let ops = c.server_actions(&cy.ctx, s.id).await?;
+    let ops = c.server_actions(&cy.ctx, s.id, true).await?;
     for op in ops.into_iter().take(LOG_OPERATIONS) {
         let (level, outcome) = match op.state {
             S::Succeeded => ("INFO", "succeeded".to_owned()),
@@ -843,7 +843,7 @@ async fn server_log(cy: &Cy, s: &Server) -> Result<Vec<Value>, Error> {
                 "details": format!("request {}", op.request_id),
             }),
         ));
-        let events = match c.server_action_get(&cy.ctx, s.id, &op.request_id).await {
+        let events = match c.server_action_get(&cy.ctx, s.id, &op.request_id, true).await {
             Ok((_, events)) => events,
             Err(Error::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e),

@@ -136,6 +136,23 @@ async fn power_actions_walk_the_state_machine() {
     assert_eq!(ev["event"], "compute_resume_instance");
     assert_eq!(ev["result"], "Success");
     assert!(ev["finish_time"].is_string());
+
+    // A deleted server's log: 404 before 2.21, readable (delete on top) from 2.21.
+    c.delete(a, &format!("/compute/v2.1/servers/{id}")).await;
+    c.wait_gone(a, &id).await;
+    let log = format!("/compute/v2.1/servers/{id}/os-instance-actions");
+    assert_eq!(c.get(a, &log).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        c.get(a, &format!("{log}/{req}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (st, v) = c.get(&a.mv("2.21"), &log).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(actions_of(&v)[0], "delete");
+    assert_eq!(
+        c.get(&a.mv("2.21"), &format!("{log}/{req}")).await.0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

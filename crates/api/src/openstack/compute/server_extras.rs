@@ -279,7 +279,7 @@ fn action_json(api: &Api, op: &nimbus_model::operation::Operation) -> Value {
 
 async fn actions_index(api: Api, Path(id): Path<String>) -> ComputeResult {
     let sid = server_id(&id)?;
-    let mut ops = api.control().server_actions(&api.ctx, sid).await?;
+    let mut ops = api.control().server_actions(&api.ctx, sid, api.v.at_least(21)).await?;
     if api.v.at_least(58) {
         api.check_query(&["limit", "marker", "changes-since", "changes-before"])?;
         if let Some(s) = api.param("changes-since") {
@@ -330,7 +330,7 @@ async fn action_show(api: Api, Path((id, request_id)): Path<(String, String)>) -
     let sid = server_id(&id)?;
     let (op, events) = api
         .control()
-        .server_action_get(&api.ctx, sid, &request_id)
+        .server_action_get(&api.ctx, sid, &request_id, api.v.at_least(21))
         .await?;
     let admin = api.ctx.is_admin();
     let mut a = action_json(&api, &op);
