@@ -16,6 +16,8 @@ pub struct ComputeBase {
     pub bookmark: String,
     /// The legacy `/v2` endpoint: no microversions, always 2.1 behaviour.
     pub legacy_v2: bool,
+    /// The project id in the URL, if the client put one there; it must be the token's.
+    pub project: Option<String>,
 }
 
 impl Default for ComputeBase {
@@ -24,6 +26,7 @@ impl Default for ComputeBase {
             versioned: "/compute/v2.1".into(),
             bookmark: "/compute".into(),
             legacy_v2: false,
+            project: None,
         }
     }
 }
@@ -64,6 +67,7 @@ pub fn rewrite(path: &str) -> (String, Option<ComputeBase>) {
                 versioned: format!("{prefix}/{first}"),
                 bookmark: format!("{bookmark}/{first}"),
                 legacy_v2: legacy,
+                project: Some(first.to_owned()),
             };
             return (format!("/compute/v2.1{tail}"), Some(base));
         }
@@ -80,6 +84,7 @@ pub fn rewrite(path: &str) -> (String, Option<ComputeBase>) {
             versioned: prefix.to_owned(),
             bookmark: bookmark.to_owned(),
             legacy_v2: false,
+            project: None,
         };
         return (format!("/compute/v2.1{rest}"), Some(base));
     }
@@ -123,6 +128,7 @@ mod tests {
         let b = b.unwrap();
         assert_eq!(b.versioned, format!("/v2.1/{P}"));
         assert_eq!(b.bookmark, format!("/{P}"));
+        assert_eq!(b.project.as_deref(), Some(P));
         let (p, b) = rewrite(&format!("/v2/{P}/flavors"));
         assert_eq!(p, "/compute/v2.1/flavors");
         assert!(b.unwrap().legacy_v2);

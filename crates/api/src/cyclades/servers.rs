@@ -843,7 +843,10 @@ async fn server_log(cy: &Cy, s: &Server) -> Result<Vec<Value>, Error> {
                 "details": format!("request {}", op.request_id),
             }),
         ));
-        let events = match c.server_action_get(&cy.ctx, s.id, &op.request_id, true).await {
+        let events = match c
+            .server_action_get(&cy.ctx, s.id, &op.request_id, true)
+            .await
+        {
             Ok((_, events)) => events,
             Err(Error::NotFound(_)) => Vec::new(),
             Err(e) => return Err(e),

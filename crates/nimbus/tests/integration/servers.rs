@@ -554,6 +554,28 @@ async fn views_follow_the_microversion() {
         c.get(a, &format!("/v2.1/servers/{id}")).await.0,
         StatusCode::OK
     );
+    // Another project's id in the URL is Nova's 400, whoever asks.
+    let bob = c.new_member("bob").await;
+    let (st, v) = c
+        .get(a, &format!("/compute/v2.1/{}/servers", bob.project_id))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "Malformed request URL: URL's project_id '{}'",
+                bob.project_id
+            )),
+        "{v}"
+    );
+    assert_eq!(
+        c.get(&bob, &format!("/v2/{}/servers", bob.project_id))
+            .await
+            .0,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]

@@ -178,6 +178,15 @@ impl FromRequestParts<AppState> for Api {
             .get::<ComputeBase>()
             .cloned()
             .unwrap_or_default();
+        // Nova's wsgi layer: a project id in the URL must be the token's, even for admins.
+        if let Some(p) = &base.project
+            && *p != ctx.project_id.to_string()
+        {
+            return Err(ComputeError(Error::invalid(format!(
+                "Malformed request URL: URL's project_id '{p}' doesn't match Context's project_id '{}'",
+                ctx.project_id
+            ))));
+        }
         let public = state.public_url();
         Ok(Api {
             state: state.clone(),

@@ -279,7 +279,10 @@ fn action_json(api: &Api, op: &nimbus_model::operation::Operation) -> Value {
 
 async fn actions_index(api: Api, Path(id): Path<String>) -> ComputeResult {
     let sid = server_id(&id)?;
-    let mut ops = api.control().server_actions(&api.ctx, sid, api.v.at_least(21)).await?;
+    let mut ops = api
+        .control()
+        .server_actions(&api.ctx, sid, api.v.at_least(21))
+        .await?;
     if api.v.at_least(58) {
         api.check_query(&["limit", "marker", "changes-since", "changes-before"])?;
         if let Some(s) = api.param("changes-since") {
