@@ -44,15 +44,62 @@ pub fn ssh_fingerprint(public_key: &str) -> Result<String> {
     let blob = base64::engine::general_purpose::STANDARD
         .decode(blob_b64)
         .map_err(|_| bad())?;
-    // The blob starts with the length-prefixed key type, which must match the line's.
-    if blob.len() < 4 {
-        return Err(bad());
-    }
-    let n = u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) as usize;
-    if blob.len() < 4 + n || &blob[4..4 + n] != kind.as_bytes() {
+    if !ssh_blob_is_well_formed(kind, &blob) {
         return Err(bad());
     }
     Ok(colon_hex(&Md5::digest(&blob)))
+}
+
+/// Whether `blob` is a whole OpenSSH public key of type `kind` (RFC 4253 §6.6, RFC 5656,
+/// RFC 8709, PROTOCOL.u2f): the length-prefixed fields of that key type, nothing missing and
+/// nothing after. Nova loads the key with `cryptography`, which refuses truncated or padded
+/// keys; a check of the type prefix alone let such keys in, to fail later in the guest.
+fn ssh_blob_is_well_formed(kind: &str, blob: &[u8]) -> bool {
+    fn field<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let (len, tail) = rest.split_first_chunk::<4>()?;
+        let n = u32::from_be_bytes(*len) as usize;
+        let (value, tail) = (tail.get(..n)?, &tail[n..]);
+        *rest = tail;
+        Some(value)
+    }
+    // A positive mpint: non-empty, sign bit clear, not all zero.
+    fn positive(m: &[u8]) -> bool {
+        !m.is_empty() && m[0] & 0x80 == 0 && m.iter().any(|&b| b != 0)
+    }
+    let mut rest = blob;
+    let ok = (|| {
+        if field(&mut rest)? != kind.as_bytes() {
+            return None;
+        }
+        let ok = match kind {
+            "ssh-rsa" => {
+                let (e, n) = (field(&mut rest)?, field(&mut rest)?);
+                positive(e) && positive(n)
+            }
+            "ssh-dss" => (0..4).all(|_| field(&mut rest).is_some_and(positive)),
+            "ssh-ed25519" => field(&mut rest)?.len() == 32,
+            "sk-ssh-ed25519@openssh.com" => {
+                field(&mut rest)?.len() == 32 && !field(&mut rest)?.is_empty()
+            }
+            _ => {
+                // ecdsa-sha2-<curve> and its sk- form: the curve name again, then an
+                // uncompressed point of that curve's size.
+                let curve = kind.rsplit('-').next()?.trim_end_matches("@openssh.com");
+                let point_len = match curve {
+                    "nistp256" => 65,
+                    "nistp384" => 97,
+                    "nistp521" => 133,
+                    _ => return None,
+                };
+                let named = field(&mut rest)? == curve.as_bytes();
+                let point = field(&mut rest)?;
+                let app_ok = !kind.starts_with("sk-") || !field(&mut rest)?.is_empty();
+                named && point.len() == point_len && point[0] == 4 && app_ok
+            }
+        };
+        Some(ok)
+    })();
+    ok == Some(true) && rest.is_empty()
 }
 
 /// Fingerprint of a PEM x509 certificate (SHA-1 of the DER bytes), as Nova computes it.
@@ -237,6 +284,33 @@ mod tests {
         // Same blob, different comment: same fingerprint.
         let other = ED25519.replace("user@host", "x");
         assert_eq!(ssh_fingerprint(&other).unwrap(), fp);
+    }
+
+    #[test]
+    fn whole_keys_of_every_type_pass_and_damaged_ones_fail() {
+        // Generated with `ssh-keygen -t rsa|dsa|ecdsa -b 256|384|521|ed25519`.
+        let good = [
+            "ssh-dss AAAAB3NzaC1kc3MAAACBAOOSDn28eu3a1cMFBeHqPI/h1KCPSrTx+e9dN7SYd1a6U96WCROi/JO1hdGjrBRYyUaAMbOpmVV2BJymekdJDuwQFAYHrZW20TC8+VOpRvktIxpN8xusuvWb3keVDy3lAANtsaVMmVt2qLlgjhAbhXV2R4YFhGx3Y1zY41ntLAc5AAAAFQCDkHjBgldpqN4HmWdlCHvZn3reiwAAAIA36ngJfQIg9yJDhZ9/AdOwxE7kgXLa2gwKipY7hjafqiRw5WCWR0m3SqL9VDgqmuK9ANVsdQ+dfALtynVuQYjj0kfYYGe/aV+lWJMsETkj9ZK0uR1XvTxM13g+YdwLezeUuBu83Ledf/SslB3VnMgGDfhMaFCntlIa72e3Jq6tFgAAAIApUjADfSvcZ/2KLp+D1cyWZu7Qmb8NkewQnasvyBo4NwadGdRvCPNXu73+jMH0huOvFalAEaMMyVF/9O21T7KXgH79gVyix3+NO5KRjBPP1DGaRb/1sX1Cf0mZHutiAV3qBEgmk/YRWAWvqWxwb4NkeDl5NcYX3IHRQ+HA9YnAKA==",
+            "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBLb1GjX5vYxCMlm+yUcHNRy+v9aePW41vPaJtkqmW/pHqTFL+D64VpDwJoB+bM8EeLXmJnqGEsuLVN0TC23SYDg=",
+            "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBBGIuvDz9kNtBG9pGl4KHM4nW0XS0wk4op1lP4Kp5uegDKyM8c3I8utAoE8v7xzaYwgrOdcvnSO/35LZslGzxUdGPcKfPnhItWFWSFbKvu/aB8bSXEyfPd5ghYAwRowWag==",
+            "ecdsa-sha2-nistp521 AAAAE2VjZHNhLXNoYTItbmlzdHA1MjEAAAAIbmlzdHA1MjEAAACFBABt1zOvyIcV23wcz0yAeBpj7gQTW2GKuRrgfR8Hz+5IsXtxzraxRDOo5WQqPcCgLOWvaaF0m/lQAuob0tffNku14AHvOmbXFt6I6XmC67Tc4AN7/5CFHG3GL63ZjBBShjNwuWk1i3tSPtron0D64Rp96Sek1mcrgF+klVNvy8OiVUU/fg==",
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMrIYDAcbg1a/FFqkwpbx+YBGKobtvO9kYIOOvkJBkDx",
+            "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDAZkSuq5JHptDVuFCovMBgpVY6CNkBj2HQjGy5ZM/OikiSfkmMo+uJhR0pN9fLUqJPgsKC9oI4o2sObB4uWEXBGy0xPe4EMdJimvdCgeTQ+l+r1jZEcD3+KgrUCHwiXfj2YEg60UjK/PP4tGmsEIZOM0nUGIorEg9NzM3/7yuhMw==",
+        ];
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        for line in good {
+            assert!(ssh_fingerprint(line).is_ok(), "{line}");
+            let (kind, blob) = line.split_once(' ').unwrap();
+            let blob = b64.decode(blob).unwrap();
+            // Truncated by one byte, or with a byte appended: both refused.
+            for damaged in [blob[..blob.len() - 1].to_vec(), [&blob[..], &[0]].concat()] {
+                let line = format!("{kind} {}", b64.encode(&damaged));
+                assert!(ssh_fingerprint(&line).is_err(), "{line}");
+            }
+        }
+        // An RSA key whose blob holds only its type name.
+        let only_type = [&7u32.to_be_bytes()[..], b"ssh-rsa"].concat();
+        assert!(ssh_fingerprint(&format!("ssh-rsa {}", b64.encode(only_type))).is_err());
     }
 
     #[test]
