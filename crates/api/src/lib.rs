@@ -72,6 +72,7 @@ pub fn router(control: Control, config: ApiConfig) -> Router {
         )
         .fallback(common::not_found_fallback)
         .layer(axum::middleware::from_fn(common::catch_panic))
+        .layer(axum::middleware::from_fn(common::dialect_rejections))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(common::request_id))
 }

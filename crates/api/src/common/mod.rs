@@ -119,6 +119,27 @@ pub async fn catch_panic(req: Request, next: Next) -> Response {
     }
 }
 
+/// Axum's own extractor rejections (a path segment that is not UTF-8, a query string it cannot
+/// split) answer `400 text/plain`; handlers never do. Re-render those in the dialect of the
+/// path, so every fault a client sees has the dialect's shape.
+pub async fn dialect_rejections(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let plain = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/plain"));
+    if resp.status() != StatusCode::BAD_REQUEST || !plain {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => "Invalid request.".into(),
+    };
+    render_error(&path, &Error::invalid(text))
+}
+
 /// Unknown URL: the dialect's 404.
 pub async fn not_found_fallback(req: Request) -> Response {
     let path = req.uri().path().to_owned();

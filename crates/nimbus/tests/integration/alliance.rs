@@ -299,7 +299,7 @@ async fn bad_input_answers_alliance_faults() {
     for (body, needle) in [
         (
             json!({"server": {"name": 5, "flavor": "m1.tiny", "image": "img"}}),
-            "server.name",
+            "field/attribute name. Value: 5. 5 is not of type 'string'",
         ),
         (json!({"server": {"name": "x", "image": "img"}}), "flavor"),
         (
@@ -308,7 +308,7 @@ async fn bad_input_answers_alliance_faults() {
         ),
         (
             json!({"server": {"name": "x", "flavor": ["m1.tiny"], "image": "img"}}),
-            "server.flavor",
+            "attribute flavor. Value: ['m1.tiny']. ['m1.tiny'] is not of type 'string'",
         ),
         (json!({"name": "x"}), "name"),
         (
@@ -326,7 +326,10 @@ async fn bad_input_answers_alliance_faults() {
     .await;
     for (body, needle) in [
         (json!({"server": {"name": "x"}}), "name"),
-        (json!({"server": {"new_name": 3}}), "server.new_name"),
+        (
+            json!({"server": {"new_name": 3}}),
+            "attribute new_name. Value: 3",
+        ),
         (json!({"new_name": "x"}), "new_name"),
         (json!({"server": {"new_name": "  padded "}}), "whitespace"),
     ] {

@@ -481,7 +481,7 @@ async fn bad_input_answers_cyclades_faults() {
         v["badRequest"]["message"]
             .as_str()
             .unwrap()
-            .contains("server.name"),
+            .contains("field/attribute name. Value: 5. 5 is not of type 'string'"),
         "{v}"
     );
     let (st, v) = post(

@@ -192,8 +192,12 @@ struct CreateFlavor {
 fn int(field: &str, v: &StrOrInt, min: u64) -> Result<u64, Error> {
     match v.0.trim().parse::<i64>() {
         Ok(n) if n >= min as i64 && n <= i32::MAX as i64 => Ok(n as u64),
-        Ok(n) => Err(Error::invalid(format!(
+        Ok(n) if n < min as i64 => Err(Error::invalid(format!(
             "Invalid input for field/attribute {field}. Value: {n}. {n} is less than the minimum of {min}"
+        ))),
+        Ok(n) => Err(Error::invalid(format!(
+            "Invalid input for field/attribute {field}. Value: {n}. {n} is greater than the maximum of {}",
+            i32::MAX
         ))),
         Err(_) => Err(Error::invalid(format!(
             "Invalid input for field/attribute {field}. Value: {0}. '{0}' is not of type 'integer', 'string'",
