@@ -40,6 +40,9 @@ impl Default for ApiConfig {
 pub struct AppState {
     pub control: Control,
     pub config: Arc<ApiConfig>,
+    /// Signs browser console URLs (`/vnc?token=`); per process, so a restart invalidates
+    /// outstanding console URLs. Shared by every dialect that hands out a console.
+    pub console_key: Arc<[u8; 32]>,
 }
 
 impl AppState {
@@ -52,9 +55,12 @@ impl AppState {
 /// body limit). Wrap it with [`common::paths::normalize`] before serving (see
 /// [`common::paths::NormalizedApp`]) so aliases like `/v2.1/{project_id}/...` route.
 pub fn router(control: Control, config: ApiConfig) -> Router {
+    let mut console_key = [0u8; 32];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut console_key[..]);
     let state = AppState {
         control,
         config: Arc::new(config),
+        console_key: Arc::new(console_key),
     };
     let limit = state.config.max_body_bytes;
     Router::new()

@@ -131,26 +131,30 @@ fn expiry(ttl: Duration) -> i64 {
     now_secs() + ttl.as_secs() as i64
 }
 
+/// The browser console URL of server `id` for the caller `ctx`: a page token signed with
+/// the process's console key. Also what the OpenStack compute API hands out for
+/// `remote-consoles` and `os-getVNCConsole`, so Nova clients get a console that opens.
+pub fn page_url(app: &crate::AppState, ctx: &Context, id: ServerId) -> String {
+    let token = sign(
+        &app.console_key,
+        &Claims::Page {
+            server: id,
+            project: ctx.project_id.clone(),
+            user: ctx.user_id.clone(),
+            roles: ctx.roles.clone(),
+            exp: expiry(PAGE_TTL),
+        },
+    );
+    format!("{}/vnc?instance-uuid={id}&token={token}", app.public_url())
+}
+
 /// `GET /instances/{uuid}/vnc`: the console URL. The instance must be running (checked
 /// now, so the caller learns at once rather than from the page).
 async fn vnc_url(v: Vpe, Path(id): Path<String>, _: EmptyBody) -> VpeResult {
     let id = instance_id(&id)?;
     let server = v.control().server_get(&v.ctx, id).await?;
     nimbus_control::servers::console_available(&server)?;
-    let token = sign(
-        &v.state.console_key,
-        &Claims::Page {
-            server: id,
-            project: v.ctx.project_id.clone(),
-            user: v.ctx.user_id.clone(),
-            roles: v.ctx.roles.clone(),
-            exp: expiry(PAGE_TTL),
-        },
-    );
-    let url = format!(
-        "{}/vnc?instance-uuid={id}&token={token}",
-        v.state.app.public_url()
-    );
+    let url = page_url(&v.state.app, &v.ctx, id);
     Ok(crate::common::json(
         StatusCode::OK,
         json!({"instance": {"uuid": id.to_string(), "vnc_url": url}}),

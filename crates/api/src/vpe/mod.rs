@@ -9,7 +9,7 @@
 //! its WebSocket and its static files needs `X-Auth-Token` (those three are opened by a
 //! browser and carry a short-lived signed token instead, see [`console`]).
 
-mod console;
+pub(crate) mod console;
 mod disks;
 pub mod fault;
 mod instances;
@@ -134,11 +134,9 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for EmptyBody {
 }
 
 pub fn router(app: AppState) -> Router {
-    let mut key = [0u8; 32];
-    rand::Rng::fill(&mut rand::thread_rng(), &mut key[..]);
     let state = VpeState {
         app: app.clone(),
-        console_key: Arc::new(key),
+        console_key: app.console_key.clone(),
     };
     let api = Router::new()
         .merge(instances::routes())

@@ -1252,6 +1252,64 @@ async fn vnc_url_opens_a_console_page_whose_websocket_proxies_bytes() {
     assert_fault(st, &body, 400);
 }
 
+/// Nova's console calls hand out the same browser console as VPE: `remote-consoles` (2.6)
+/// and the legacy `os-getVNCConsole` action answer a URL whose page opens without a token
+/// and names the VNC endpoint the host agent serves (was an unusable `vnc://` URL).
+#[tokio::test]
+async fn nova_console_urls_open_the_browser_console() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let img = c.image(a, "img", b"x").await;
+    let id = vpe_create(&c, a, "novacon", &img, json!({})).await;
+    vpe_settle(&c, a, &id, "active").await;
+    let (port, _stub) = rfb_stub().await;
+    reregister_host(
+        &c,
+        Some(VncConsole {
+            host: "127.0.0.1".into(),
+            port,
+            password: "pw-nova".into(),
+            websocket_port: None,
+        }),
+        false,
+    )
+    .await;
+    let (st, b) = c
+        .post(
+            &a.mv("2.6"),
+            &format!("/compute/v2.1/servers/{id}/remote-consoles"),
+            json!({"remote_console": {"protocol": "vnc", "type": "novnc"}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    assert_eq!(b["remote_console"]["protocol"], "vnc");
+    assert_eq!(b["remote_console"]["type"], "novnc");
+    let remote = b["remote_console"]["url"].as_str().unwrap().to_owned();
+    let (st, b) = c
+        .action(a, &id, json!({"os-getVNCConsole": {"type": "novnc"}}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let legacy = b["console"]["url"].as_str().unwrap().to_owned();
+    for url in [remote, legacy] {
+        assert!(
+            url.starts_with(&format!("{}/vnc?instance-uuid={id}&token=", c.url)),
+            "{url}"
+        );
+        let resp = c.http.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{url}");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains("Console of novacon"), "{html}");
+        let cfg = page_config(&html);
+        assert_eq!(cfg["password"], "pw-nova");
+        assert!(
+            cfg["websocket"]
+                .as_str()
+                .unwrap()
+                .starts_with("vnc/websockify?token=")
+        );
+    }
+}
+
 /// A stopped instance has no console; the fault is VPE's.
 #[tokio::test]
 async fn no_console_for_a_stopped_instance() {

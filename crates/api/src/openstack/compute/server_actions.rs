@@ -412,8 +412,8 @@ async fn action(
                 ))
                 .into());
             }
-            let console = c.server_vnc_console(ctx, id).await?;
-            let url = super::server_extras::console_url(&api, &console);
+            c.server_vnc_console(ctx, id).await?;
+            let url = super::server_extras::console_url(&api, id);
             Ok(crate::common::json(
                 StatusCode::OK,
                 json!({"console": {"type": b.kind, "url": url}}),

@@ -13,7 +13,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use nimbus_model::Error;
-use nimbus_model::agent::VncConsole;
+use nimbus_model::ServerId;
 use nimbus_model::server::Server;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -417,10 +417,12 @@ async fn diagnostics(api: Api, Path(id): Path<String>) -> ComputeResult {
 
 // ---- consoles ----
 
-/// The URL a client opens for a VNC console. Until Nimbus serves a browser console the
-/// URL is the VNC endpoint itself (`vnc://host:port`), with the password in the query.
-pub fn console_url(_api: &Api, c: &VncConsole) -> String {
-    format!("vnc://{}:{}?password={}", c.host, c.port, c.password)
+/// The URL a client opens for a VNC console: Nimbus's browser console (noVNC page and
+/// WebSocket proxy, shared with VPE: `api/vpe/console.rs`), as Nova's is its novncproxy.
+/// The caller has just obtained the console (`server_vnc_console`), so the server is
+/// running and its agent serves VNC; the page fetches a fresh password when opened.
+pub fn console_url(api: &Api, id: ServerId) -> String {
+    crate::vpe::console::page_url(&api.state, &api.ctx, id)
 }
 
 #[derive(Deserialize)]
@@ -460,11 +462,9 @@ async fn remote_console(
         ))
         .into());
     }
-    let console = api
-        .control()
-        .server_vnc_console(&api.ctx, server_id(&id)?)
-        .await?;
-    let url = console_url(&api, &console);
+    let sid = server_id(&id)?;
+    api.control().server_vnc_console(&api.ctx, sid).await?;
+    let url = console_url(&api, sid);
     Ok(crate::common::json(
         StatusCode::OK,
         json!({"remote_console": {"protocol": "vnc", "type": rc.kind, "url": url}}),
