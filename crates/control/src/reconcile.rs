@@ -27,7 +27,15 @@ pub(crate) fn spawn_all(control: Control) {
         Duration::from_secs(60),
         |c| Box::pin(async move { c.recover_stuck().await }),
     );
-    spawn_every(control.clone(), "reclaim", Duration::from_secs(30), |c| {
+    // Soft-deleted servers are reclaimed within one window of their deadline at most (as
+    // Nova's periodic task runs every reclaim_instance_interval), checked at least every 30 s.
+    let reclaim_every = control
+        .config()
+        .reclaim_interval
+        .map_or(Duration::from_secs(30), |w| {
+            w.clamp(Duration::from_millis(100), Duration::from_secs(30))
+        });
+    spawn_every(control.clone(), "reclaim", reclaim_every, |c| {
         Box::pin(async move { c.reclaim_soft_deleted().await })
     });
     let period = control.stats_period();

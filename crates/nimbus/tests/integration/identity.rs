@@ -244,3 +244,31 @@ async fn token_method_rescopes_and_members_cannot_administer() {
         .collect();
     assert_eq!(names, ["alice"]);
 }
+
+/// Tokens expire: once past `expires_at` a token is a 401 on every service and cannot be
+/// exchanged for a new one.
+#[tokio::test]
+async fn expired_tokens_are_401() {
+    let c =
+        Cloud::start_with(|cfg| cfg.control.token_ttl = std::time::Duration::from_secs(2)).await;
+    let s = login(&c.http, &c.url, "admin", ADMIN_PASSWORD, "admin").await;
+    assert_eq!(c.get(&s, "/compute/v2.1/servers").await.0, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    for path in [
+        "/compute/v2.1/servers",
+        "/image/v2/images",
+        "/identity/v3/auth/projects",
+    ] {
+        let (st, v) = c.get(&s, path).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{path}: {v}");
+    }
+    let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": s.token}}}});
+    let r = c
+        .http
+        .post(format!("{}/identity/v3/auth/tokens", c.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}

@@ -1606,3 +1606,135 @@ async fn members_filter_by_state_fields_from_2_83() {
         "a bad regex is the client's mistake"
     );
 }
+
+/// Soft delete (Nova's reclaim_instance_interval): a delete parks the server in
+/// SOFT_DELETED, `restore` brings it back, `forceDelete` removes it at once, and the
+/// reconciler reclaims what nobody restored once the window has passed.
+#[tokio::test]
+async fn soft_deleted_servers_restore_force_delete_or_get_reclaimed() {
+    let c = Cloud::start_with(|cfg| {
+        cfg.control.reclaim_interval = Some(std::time::Duration::from_millis(1500));
+    })
+    .await;
+    let bob = c.new_member("bob").await;
+    let (keep, _) = active_server(&c, &bob, "keep").await;
+    let (gone, _) = active_server(&c, &bob, "gone").await;
+    let path = |id: &str| format!("/compute/v2.1/servers/{id}");
+    // Restore before the window ends: back to ACTIVE, with the action logged.
+    assert_eq!(c.delete(&bob, &path(&keep)).await.0, StatusCode::NO_CONTENT);
+    let s = c.wait_status(&bob, &keep, "SOFT_DELETED").await;
+    assert_eq!(s["OS-EXT-STS:vm_state"], "soft-delete");
+    assert_eq!(
+        c.action(&bob, &keep, json!({"restore": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_status(&bob, &keep, "ACTIVE").await;
+    // restore of a server that is not soft-deleted is a 409.
+    let (st, v) = c.action(&bob, &keep, json!({"restore": null})).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    // forceDelete skips the window.
+    assert_eq!(c.delete(&bob, &path(&keep)).await.0, StatusCode::NO_CONTENT);
+    c.wait_status(&bob, &keep, "SOFT_DELETED").await;
+    assert_eq!(
+        c.action(&bob, &keep, json!({"forceDelete": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_gone(&bob, &keep).await;
+    // Left alone, a soft-deleted server is reclaimed after the window.
+    assert_eq!(c.delete(&bob, &path(&gone)).await.0, StatusCode::NO_CONTENT);
+    c.wait_status(&bob, &gone, "SOFT_DELETED").await;
+    c.wait_gone(&bob, &gone).await;
+    let (_, v) = c.get(&bob, "/compute/v2.1/servers").await;
+    assert_eq!(v["servers"].as_array().unwrap().len(), 0, "{v}");
+}
+
+/// Private flavors: invisible to projects without access, granted and revoked with
+/// add/removeTenantAccess, listed by os-flavor-access; public flavors have no access list.
+#[tokio::test]
+async fn private_flavors_follow_their_access_list() {
+    let c = Cloud::start().await;
+    let a = &c.admin;
+    let bob = c.new_member("bob").await;
+    let (st, v) = c
+        .post(
+            a,
+            "/compute/v2.1/flavors",
+            json!({"flavor": {"name": "secret", "id": "priv-1", "ram": 128, "vcpus": 1, "disk": 1,
+                              "os-flavor-access:is_public": false}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["flavor"]["os-flavor-access:is_public"], false);
+    let visible = |v: &serde_json::Value| -> bool {
+        v["flavors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == "priv-1")
+    };
+    let (_, v) = c.get(&bob, "/compute/v2.1/flavors").await;
+    assert!(!visible(&v), "{v}");
+    assert_eq!(
+        c.get(&bob, "/compute/v2.1/flavors/priv-1").await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Admins see private flavors with is_public=None (all) and can list access.
+    let (_, v) = c.get(a, "/compute/v2.1/flavors?is_public=None").await;
+    assert!(visible(&v), "{v}");
+    let access = "/compute/v2.1/flavors/priv-1/os-flavor-access";
+    let (st, v) = c.get(a, access).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["flavor_access"], json!([]));
+    let act = "/compute/v2.1/flavors/priv-1/action";
+    let (st, v) = c
+        .post(
+            a,
+            act,
+            json!({"addTenantAccess": {"tenant": bob.project_id}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["flavor_access"],
+        json!([{"flavor_id": "priv-1", "tenant_id": bob.project_id}])
+    );
+    // Granting twice is Nova's 409.
+    let (st, _) = c
+        .post(
+            a,
+            act,
+            json!({"addTenantAccess": {"tenant": bob.project_id}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+    let (_, v) = c.get(&bob, "/compute/v2.1/flavors").await;
+    assert!(visible(&v), "{v}");
+    assert_eq!(
+        c.get(&bob, "/compute/v2.1/flavors/priv-1").await.0,
+        StatusCode::OK
+    );
+    // Members may not change access.
+    let (st, _) = c
+        .post(
+            &bob,
+            act,
+            json!({"removeTenantAccess": {"tenant": bob.project_id}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, v) = c
+        .post(
+            a,
+            act,
+            json!({"removeTenantAccess": {"tenant": bob.project_id}}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["flavor_access"], json!([]));
+    let (_, v) = c.get(&bob, "/compute/v2.1/flavors").await;
+    assert!(!visible(&v), "{v}");
+    // A public flavor has no access list (Nova: 404 "Access list not available for public
+    // flavors.").
+    let (st, v) = c.get(a, "/compute/v2.1/flavors/1/os-flavor-access").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+}
