@@ -199,7 +199,9 @@ impl Control {
             }
             let step = &plan[op.step as usize];
             if let Some(ev) = step.event {
-                store.event_start(self.event(&op, ev, None, None)).await?;
+                store
+                    .event_start(self.event(&op, ev, None, None).await)
+                    .await?;
             }
             tracing::debug!(op = %op.id, action = %op.action, step = step.name, "running step");
             let outcome = (step.run)(self, &op).await;
@@ -207,7 +209,7 @@ impl Control {
                 Ok(Flow::Continue) => {
                     if let Some(ev) = step.event {
                         store
-                            .event_finish(self.event(&op, ev, Some("Success"), None))
+                            .event_finish(self.event(&op, ev, Some("Success"), None).await)
                             .await?;
                     }
                     op.step += 1;
@@ -218,7 +220,7 @@ impl Control {
                     tracing::info!(op = %op.id, action = %op.action, step = step.name, %reason, "operation aborted");
                     if let Some(ev) = step.event {
                         store
-                            .event_finish(self.event(&op, ev, Some("Error"), Some(&reason)))
+                            .event_finish(self.event(&op, ev, Some("Error"), Some(&reason)).await)
                             .await?;
                     }
                     self.undo(plan, &op).await;
@@ -228,12 +230,10 @@ impl Control {
                     tracing::warn!(op = %op.id, action = %op.action, step = step.name, error = %err, "step failed");
                     if let Some(ev) = step.event {
                         store
-                            .event_finish(self.event(
-                                &op,
-                                ev,
-                                Some("Error"),
-                                Some(&err.to_string()),
-                            ))
+                            .event_finish(
+                                self.event(&op, ev, Some("Error"), Some(&err.to_string()))
+                                    .await,
+                            )
                             .await?;
                     }
                     self.undo(plan, &op).await;
@@ -304,7 +304,10 @@ impl Control {
         }
     }
 
-    fn event(
+    /// An event of `op`. Its host (Nova shows it to admins from 2.62) is the one the
+    /// operation names (a create's scheduled host), else the server's host at this moment:
+    /// actions on a placed server run on its host.
+    async fn event(
         &self,
         op: &Operation,
         name: &str,
@@ -312,6 +315,17 @@ impl Control {
         traceback: Option<&str>,
     ) -> OperationEvent {
         let t = now();
+        let host = match op.params.get("host").and_then(|h| h.as_str()) {
+            Some(h) => Some(h.to_owned()),
+            None => self
+                .inner
+                .store
+                .server_get(op.server_id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.host),
+        };
         OperationEvent {
             operation_id: op.id,
             event: name.to_owned(),
@@ -319,11 +333,7 @@ impl Control {
             finish_time: result.map(|_| t),
             result: result.map(str::to_owned),
             traceback: traceback.map(str::to_owned),
-            host: op
-                .params
-                .get("host")
-                .and_then(|h| h.as_str())
-                .map(str::to_owned),
+            host,
             details: None,
         }
     }

@@ -137,6 +137,17 @@ async fn power_actions_walk_the_state_machine() {
     assert_eq!(ev["result"], "Success");
     assert!(ev["finish_time"].is_string());
 
+    // From 2.62 events name their host (admins) and hostId: the server's host for actions
+    // on a placed server, not only for the create.
+    let (_, v) = c
+        .get(
+            &a.mv("2.62"),
+            &format!("/compute/v2.1/servers/{id}/os-instance-actions/{req}"),
+        )
+        .await;
+    let ev = &v["instanceAction"]["events"][0];
+    assert!(!ev["host"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(ev["hostId"].as_str().unwrap().len(), 56, "{v}");
     // A deleted server's log: 404 before 2.21, readable (delete on top) from 2.21.
     c.delete(a, &format!("/compute/v2.1/servers/{id}")).await;
     c.wait_gone(a, &id).await;
