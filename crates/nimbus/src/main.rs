@@ -300,6 +300,7 @@ async fn main() -> anyhow::Result<()> {
             let started = std::time::Instant::now();
             let cfg = serve_config(args)?;
             let data_dir = cfg.data_dir.clone();
+            let clouds_yaml = cfg.write_clouds_yaml;
             let running = nimbus::start(cfg).await.context("starting nimbus")?;
             tracing::info!(url = %running.public_url, elapsed_ms = started.elapsed().as_millis() as u64, "nimbus is serving");
             if let Some(pw) = &running.admin_password {
@@ -311,11 +312,21 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 println!("\nNimbus is up at {}.", running.public_url);
             }
-            println!(
-                "Credentials are in {}/clouds.yaml (and ./clouds.yaml). Try:",
-                data_dir.display()
-            );
-            println!("  openstack --os-cloud nimbus server list\n");
+            let yaml = data_dir.join("clouds.yaml");
+            if clouds_yaml && yaml.exists() {
+                println!(
+                    "Credentials are in {} (and ./clouds.yaml). Try:",
+                    yaml.display()
+                );
+                println!("  openstack --os-cloud nimbus server list\n");
+            } else {
+                // --no-clouds-yaml (or no password known to write): say where to log in
+                // instead of pointing at a file that is not there.
+                println!(
+                    "No clouds.yaml written; authenticate as 'admin' (project '{}') at {}/identity/v3.\n",
+                    running.admin_project, running.public_url
+                );
+            }
             let stop = running.shutdown_handle();
             let control = running.control.clone();
             let qemu = running.qemu();
