@@ -283,3 +283,125 @@ async fn real_guest_through_the_openstack_api() {
         dir.display()
     );
 }
+
+/// Power actions, resize and guest-initiated changes of a real guest through the OpenStack
+/// API: pause/unpause and suspend/resume keep the guest (no new boot), soft and hard reboots
+/// boot it again, a resize boots it with the new flavor's memory, a guest that powers
+/// itself off and a QEMU killed with SIGKILL both end SHUTOFF (plain servers: nothing
+/// restarts them; the HA restart is tested on the fake driver).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_guest_power_actions_resize_and_guest_initiated_changes() {
+    let image = test_image().to_path_buf();
+    let c = Cloud::start_with(move |cfg| {
+        cfg.driver = nimbus::Driver::Qemu;
+        cfg.qemu.test_image = Some(image);
+    })
+    .await;
+    let a = &c.admin;
+    let (_, imgs) = c.get(a, "/image/v2/images?name=nimbus-test").await;
+    let img = imgs["images"][0]["id"].as_str().unwrap().to_owned();
+    let id = c.server(a, "power", &img, json!({})).await;
+    let settled = |status: &'static str| {
+        move |v: &serde_json::Value| v["status"] == status && v["OS-EXT-STS:task_state"].is_null()
+    };
+    c.wait_for(a, &id, "ACTIVE", settled("ACTIVE")).await;
+    wait_marker(&c, &id, 1).await;
+    let instance = c.dir.path().join("qemu").join("instances").join(&id);
+
+    // Pause and suspend keep the same boot: the guest still answers, no second marker.
+    for (act, undo, status, power) in [
+        ("pause", "unpause", "PAUSED", 3),
+        ("suspend", "resume", "SUSPENDED", 7),
+    ] {
+        assert_eq!(
+            c.action(a, &id, json!({act: null})).await.0,
+            StatusCode::ACCEPTED
+        );
+        let s = c.wait_for(a, &id, status, settled(status)).await;
+        assert_eq!(s["OS-EXT-STS:power_state"], power, "{act}: {s}");
+        assert_eq!(
+            c.action(a, &id, json!({undo: null})).await.0,
+            StatusCode::ACCEPTED
+        );
+        c.wait_for(a, &id, "ACTIVE", settled("ACTIVE")).await;
+        assert_eq!(
+            guest_sh(&instance, "echo alive").await.trim(),
+            "alive",
+            "{undo}"
+        );
+    }
+    assert_eq!(console(&c, &id).await.matches("GUEST-READY").count(), 1);
+
+    // Soft and hard reboots boot the guest again.
+    for (n, kind) in [(2, "SOFT"), (3, "HARD")] {
+        assert_eq!(
+            c.action(a, &id, json!({"reboot": {"type": kind}})).await.0,
+            StatusCode::ACCEPTED
+        );
+        c.wait_for(a, &id, "ACTIVE", settled("ACTIVE")).await;
+        wait_marker(&c, &id, n).await;
+    }
+
+    // Resize to m1.small (2 GiB): the guest boots with the new memory; confirm keeps it.
+    assert_eq!(
+        c.action(a, &id, json!({"resize": {"flavorRef": "2"}}))
+            .await
+            .0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_for(a, &id, "VERIFY_RESIZE", settled("VERIFY_RESIZE"))
+        .await;
+    wait_marker(&c, &id, 4).await;
+    let mem = guest_sh(&instance, "grep MemTotal /proc/meminfo").await;
+    let kib: u64 = mem
+        .split_whitespace()
+        .nth(1)
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("{mem}"));
+    assert!(kib > 1536 * 1024, "resized guest sees {kib} KiB");
+    assert_eq!(
+        c.action(a, &id, json!({"confirmResize": null})).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let s = c.wait_for(a, &id, "ACTIVE", settled("ACTIVE")).await;
+    assert_eq!(s["flavor"]["id"], "2", "{s}");
+
+    // The guest powers itself off: SHUTOFF, with the cause in the fault.
+    let mut serial = tokio::net::UnixStream::connect(instance.join("serial.sock"))
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut serial, b"poweroff -f\n")
+        .await
+        .unwrap();
+    let s = c.wait_for(a, &id, "SHUTOFF", settled("SHUTOFF")).await;
+    drop(serial);
+    assert_eq!(s["OS-EXT-STS:power_state"], 4, "{s}");
+
+    // Start it again, then kill QEMU outright: SHUTOFF with a fault naming the crash.
+    assert_eq!(
+        c.action(a, &id, json!({"os-start": null})).await.0,
+        StatusCode::ACCEPTED
+    );
+    c.wait_for(a, &id, "ACTIVE", settled("ACTIVE")).await;
+    wait_marker(&c, &id, 5).await;
+    let pid = std::fs::read_to_string(instance.join("qemu.pid")).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let s = c.wait_for(a, &id, "SHUTOFF", settled("SHUTOFF")).await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 6, "crashed: {s}");
+    let (_, v) = c
+        .get(
+            a,
+            &format!("/compute/v2.1/servers/{id}/os-instance-actions"),
+        )
+        .await;
+    assert!(v.to_string().contains("stop"), "{v}");
+    assert_eq!(
+        c.delete(a, &format!("/compute/v2.1/servers/{id}")).await.0,
+        StatusCode::NO_CONTENT
+    );
+    c.wait_gone(a, &id).await;
+}
