@@ -313,6 +313,66 @@ impl Control {
 
     /// Mark remote hosts whose heartbeats stopped as down. The in-process host has no
     /// heartbeat to miss.
+    /// Nova's `_sync_power_states`: ask every up host which guests it runs and in which
+    /// power state, and record a guest that stopped or crashed without being asked. Power
+    /// events normally do this at once; this pass catches those an agent could not deliver
+    /// or that arrived while an action was in flight (an action's own result wins, so those
+    /// events are dropped). A server is only touched if it did not change between the
+    /// snapshot of the records and the agent's answer (its generation), so a stale
+    /// observation never overrides an action that finished meanwhile.
+    pub(crate) async fn sync_power_states(&self) -> Result<()> {
+        for h in self.inner.store.hosts_list().await? {
+            if !h.up {
+                continue;
+            }
+            let filter = nimbus_model::server::ServerFilter {
+                host: Some(h.name.clone()),
+                ..Default::default()
+            };
+            let page = nimbus_model::server::ServerPage {
+                limit: None,
+                ..Default::default()
+            };
+            let recorded = self.inner.store.servers_list(filter, page).await?;
+            if recorded.is_empty() {
+                continue;
+            }
+            let known = match self.agent_call(h.id, AgentRequest::ListInstances).await {
+                Ok(AgentReply::Instances { instances }) => instances,
+                Ok(other) => {
+                    return Err(Error::internal(format!("unexpected agent reply {other:?}")));
+                }
+                Err(e) => {
+                    tracing::debug!(host = %h.name, error = %e, "power sync: host did not answer");
+                    continue;
+                }
+            };
+            for s in recorded {
+                if s.deleted || s.task_state.is_some() || s.vm_state == VmState::Building {
+                    continue;
+                }
+                let Some((_, power)) = known.iter().find(|(id, _)| *id == s.id) else {
+                    continue;
+                };
+                if *power == s.power_state || *power == PowerState::NoState {
+                    continue;
+                }
+                let reason = format!(
+                    "the power-state sync found the guest {} on host {}",
+                    power.as_str(),
+                    h.name
+                );
+                if let Err(e) = self
+                    .power_state_changed_at(s.id, *power, &reason, Some(s.generation))
+                    .await
+                {
+                    tracing::warn!(server = %s.id, error = %e, "power sync not applied");
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn expire_hosts(&self) -> Result<()> {
         let limit =
             chrono::Duration::from_std(self.inner.config.service_down_time).unwrap_or_default();

@@ -69,6 +69,9 @@ pub struct Config {
     pub public_cidr6: Option<String>,
     /// How often running servers' counters are sampled.
     pub stats_period: Duration,
+    /// How often every host is asked for its guests' power states (Nova
+    /// `sync_power_state_interval`, 600 s there; events make this a safety net).
+    pub power_sync_interval: Duration,
     /// How long samples are kept.
     pub stats_retention: Duration,
     /// Capacity of the `default` storage pool created on first start.
@@ -93,6 +96,7 @@ impl Default for Config {
             shutdown_timeout_secs: 60,
             engine_concurrency: 1024,
             service_down_time: Duration::from_secs(60),
+            power_sync_interval: Duration::from_secs(60),
             default_availability_zone: "nova".into(),
             enable_instance_password: true,
             public_cidr: "10.0.0.0/16".into(),

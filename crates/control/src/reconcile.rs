@@ -38,6 +38,10 @@ pub(crate) fn spawn_all(control: Control) {
     spawn_every(control.clone(), "reclaim", reclaim_every, |c| {
         Box::pin(async move { c.reclaim_soft_deleted().await })
     });
+    let sync = control.config().power_sync_interval;
+    spawn_every(control.clone(), "power-sync", sync, |c| {
+        Box::pin(async move { c.sync_power_states().await })
+    });
     let period = control.stats_period();
     spawn_every(control.clone(), "stats", period, |c| {
         Box::pin(async move { c.sample_all().await })

@@ -2518,12 +2518,27 @@ impl Control {
         power: PowerState,
         reason: &str,
     ) -> Result<()> {
+        self.power_state_changed_at(id, power, reason, None).await
+    }
+
+    /// [`Self::power_state_changed`], applied only if the server is still at `generation`
+    /// (when given): the observation was made against that version of the record.
+    pub(crate) async fn power_state_changed_at(
+        &self,
+        id: ServerId,
+        power: PowerState,
+        reason: &str,
+        generation: Option<i64>,
+    ) -> Result<()> {
         let mut changed = false;
         let server = self
             .mutate_server(id, |s| {
                 changed = false;
                 if s.deleted || s.task_state.is_some() {
                     // An action is in flight; its own result wins.
+                    return Ok(false);
+                }
+                if generation.is_some_and(|g| g != s.generation) {
                     return Ok(false);
                 }
                 s.power_state = power;

@@ -144,6 +144,10 @@ struct ServeArgs {
     /// Keep deleted servers restorable this long (enables soft delete, forceDelete/restore).
     #[arg(long, value_parser = parse_duration)]
     reclaim_interval: Option<Duration>,
+    /// How often every host is asked for its guests' power states, to record guests that
+    /// stopped or crashed when no event said so (Nova's sync_power_state_interval).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    power_sync_interval: Duration,
     /// Token lifetime.
     #[arg(long, default_value = "3600s", value_parser = parse_duration)]
     token_ttl: Duration,
@@ -196,6 +200,7 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     cfg.host.ram_allocation_ratio = a.ram_allocation_ratio;
     cfg.host.disk_allocation_ratio = a.disk_allocation_ratio;
     cfg.control.reclaim_interval = a.reclaim_interval;
+    cfg.control.power_sync_interval = a.power_sync_interval;
     cfg.control.agent_secret = a.agent_secret;
     cfg.control.service_down_time = a.service_down_time;
     cfg.control.token_ttl = a.token_ttl;

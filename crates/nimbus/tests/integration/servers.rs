@@ -426,6 +426,44 @@ async fn injected_faults_reach_clients() {
     c.wait_status(a, &id, "ERROR").await;
 }
 
+/// A guest that crashes while an action is in flight loses its power event (the action's
+/// own result wins); the periodic power-state sync still finds it and records SHUTOFF.
+#[tokio::test]
+async fn power_sync_catches_a_crash_during_an_action() {
+    let c = Cloud::start_with(|cfg| {
+        cfg.fake.action_delay = std::time::Duration::from_millis(1500);
+        cfg.control.power_sync_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let a = &c.admin;
+    let img = c.image(a, "img", b"x").await;
+    let id = c
+        .server(
+            a,
+            "crashy",
+            &img,
+            json!({"metadata": {"nimbus:fault": "crash-after:500ms"}}),
+        )
+        .await;
+    c.wait_status(a, &id, "ACTIVE").await;
+    // A snapshot (1.5 s on this fake) is in flight when the guest dies at 0.5 s.
+    let (st, v) = c
+        .action(a, &id, json!({"createImage": {"name": "during"}}))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let (_, v) = c.get(a, &format!("/compute/v2.1/servers/{id}")).await;
+    assert_eq!(
+        v["server"]["OS-EXT-STS:task_state"], "image_snapshot",
+        "{v}"
+    );
+    let s = c
+        .wait_for(a, &id, "SHUTOFF after the snapshot", |v| {
+            v["status"] == "SHUTOFF" && v["OS-EXT-STS:task_state"].is_null()
+        })
+        .await;
+    assert_eq!(s["OS-EXT-STS:power_state"], 6, "{s}");
+}
+
 #[tokio::test]
 async fn ha_server_is_restarted_after_a_crash() {
     let c = Cloud::start().await;
