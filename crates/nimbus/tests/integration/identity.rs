@@ -4,6 +4,21 @@ use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// A call on `/identity/v3/auth/tokens`-style paths naming a subject token.
+async fn subject_call(
+    c: &Cloud,
+    who: &Session,
+    method: Method,
+    path: &str,
+    subject: &str,
+) -> reqwest::Response {
+    c.req(who, method, path)
+        .header("X-Subject-Token", subject)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn discovery_needs_no_token() {
     let c = Cloud::start().await;
@@ -43,12 +58,14 @@ async fn password_token_carries_catalog_and_validates() {
         .collect();
     assert!(types.contains(&"compute") && types.contains(&"image") && types.contains(&"identity"));
     // Validate our own token.
-    let r = c
-        .req(&c.admin, Method::GET, "/identity/v3/auth/tokens")
-        .header("X-Subject-Token", &c.admin.token)
-        .send()
-        .await
-        .unwrap();
+    let r = subject_call(
+        &c,
+        &c.admin,
+        Method::GET,
+        "/identity/v3/auth/tokens",
+        &c.admin.token,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["token"]["project"]["name"], "admin");
@@ -72,12 +89,14 @@ async fn password_token_carries_catalog_and_validates() {
         .collect();
     assert_eq!(roles, ["admin", "member", "reader"]);
     // ?nocatalog leaves the catalog out.
-    let r = c
-        .req(&c.admin, Method::GET, "/identity/v3/auth/tokens?nocatalog")
-        .header("X-Subject-Token", &c.admin.token)
-        .send()
-        .await
-        .unwrap();
+    let r = subject_call(
+        &c,
+        &c.admin,
+        Method::GET,
+        "/identity/v3/auth/tokens?nocatalog",
+        &c.admin.token,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::OK);
     let v: serde_json::Value = r.json().await.unwrap();
     assert!(v["token"].get("catalog").is_none(), "{v}");
@@ -91,21 +110,19 @@ async fn password_token_carries_catalog_and_validates() {
         (&c.admin, &alice.token, StatusCode::OK),
     ] {
         for method in [Method::GET, Method::HEAD] {
-            let r = c
-                .req(who, method.clone(), "/identity/v3/auth/tokens")
-                .header("X-Subject-Token", subject)
-                .send()
-                .await
-                .unwrap();
+            let r =
+                subject_call(&c, who, method.clone(), "/identity/v3/auth/tokens", subject).await;
             assert_eq!(r.status(), want, "{method}");
         }
     }
-    let r = c
-        .req(&alice, Method::DELETE, "/identity/v3/auth/tokens")
-        .header("X-Subject-Token", &c.admin.token)
-        .send()
-        .await
-        .unwrap();
+    let r = subject_call(
+        &c,
+        &alice,
+        Method::DELETE,
+        "/identity/v3/auth/tokens",
+        &c.admin.token,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], 403);
@@ -121,12 +138,14 @@ async fn password_token_carries_catalog_and_validates() {
         StatusCode::OK
     );
     // Member tokens carry member and reader.
-    let r = c
-        .req(&alice, Method::GET, "/identity/v3/auth/tokens")
-        .header("X-Subject-Token", &alice.token)
-        .send()
-        .await
-        .unwrap();
+    let r = subject_call(
+        &c,
+        &alice,
+        Method::GET,
+        "/identity/v3/auth/tokens",
+        &alice.token,
+    )
+    .await;
     let v: serde_json::Value = r.json().await.unwrap();
     let roles: Vec<&str> = v["token"]["roles"]
         .as_array()
@@ -169,12 +188,14 @@ async fn bad_credentials_and_tokens_are_401() {
         StatusCode::UNAUTHORIZED
     );
     let extra = login(&c.http, &c.url, "admin", ADMIN_PASSWORD, "admin").await;
-    let r = c
-        .req(&c.admin, Method::DELETE, "/identity/v3/auth/tokens")
-        .header("X-Subject-Token", &extra.token)
-        .send()
-        .await
-        .unwrap();
+    let r = subject_call(
+        &c,
+        &c.admin,
+        Method::DELETE,
+        "/identity/v3/auth/tokens",
+        &extra.token,
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         c.get(&extra, "/compute/v2.1/servers").await.0,
