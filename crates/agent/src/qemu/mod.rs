@@ -28,6 +28,7 @@ pub mod image;
 mod layout;
 mod procfs;
 mod qmp;
+mod resize;
 
 use crate::hypervisor::{Hypervisor, SnapshotFile};
 use crate::net::{self, Fabric};
@@ -918,6 +919,21 @@ impl QemuDriver {
         Ok(())
     }
 
+    /// Finish or roll back whatever resize step a crash interrupted (see `resize.rs`);
+    /// answers true when a finished resize waits for confirm or revert.
+    async fn settle_resize(&self, slot: &Slot, g: &mut Inner) -> Result<bool> {
+        match resize::recover(&slot.layout).await? {
+            resize::Settled::Idle => Ok(false),
+            resize::Settled::Resized => Ok(true),
+            settled @ (resize::Settled::RollBack | resize::Settled::FinishRevert) => {
+                tracing::warn!(server = %slot.id, ?settled, "recovering an interrupted resize");
+                self.stop_process(slot, g, Stray::Keep).await?;
+                resize::revert_files(&slot.layout, g).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Boot the server from its disks unless it already runs; a saved state is restored.
     async fn ensure_running(
         &self,
@@ -932,6 +948,8 @@ impl QemuDriver {
             }
         }
         self.claim(slot, g).await?;
+        // Never boot half-changed disks of an interrupted resize or revert.
+        self.settle_resize(slot, g).await?;
         if g.record.is_none() {
             let spec = spec.ok_or_else(|| missing(slot.id))?;
             g.record = Some(Record::new(spec.clone()));
@@ -1172,37 +1190,22 @@ impl Hypervisor for QemuDriver {
         let (slot, mut g) = lock!(self, id);
         self.claim(&slot, &mut g).await?;
         let l = slot.layout.clone();
-        let old = l.resize_old();
-        if layout::exists(&old).await {
+        if self.settle_resize(&slot, &mut g).await? {
             if g.record(id).is_ok_and(|r| same_shape(&r.spec, spec)) {
                 // Already resized (a re-run after a crash): just make sure it runs.
                 return self.ensure_running(&slot, &mut g, Some(spec)).await;
             }
-            // A resize that died half-way: start again from the saved disks.
-            self.stop_process(&slot, &mut g, Stray::Keep).await?;
-            restore_old(&l, &mut g).await?;
+            // An unconfirmed earlier resize: its disks are the server's now (it may have
+            // run for days on them), so a new resize confirms it rather than going back.
+            tracing::info!(server = %id, "a new resize confirms the previous one");
+            resize::discard_old(&l).await?;
         }
         g.record(id)?;
         self.graceful_stop(&slot, &mut g, self.cfg.resize_shutdown_timeout)
             .await?;
         layout::remove_file(&l.state_file()).await?;
-        // Keep everything a revert needs, written completely before it is renamed into place.
-        let part = l.dir.join("resize-old.part");
-        layout::remove_dir_all(&part).await?;
-        tokio::fs::create_dir(&part)
-            .await
-            .map_err(|e| io_err("create", &part, e))?;
-        for f in [l.root_disk(), l.ephemeral_disk(), l.swap_disk(), l.record()] {
-            if layout::exists(&f).await {
-                let name = f.file_name().unwrap_or_default();
-                tokio::fs::copy(&f, part.join(name))
-                    .await
-                    .map_err(|e| io_err("copy", &f, e))?;
-            }
-        }
-        tokio::fs::rename(&part, &old)
-            .await
-            .map_err(|e| io_err("rename", &part, e))?;
+        // Keep everything a revert needs (see resize.rs for the crash-safe order).
+        resize::save_old(&l).await?;
         // Grow (never shrink) the disks to the new flavor.
         image::grow(&l.root_disk(), spec.disk_gb * GIB).await?;
         if spec.ephemeral_gb == 0 {
@@ -1219,12 +1222,18 @@ impl Hypervisor for QemuDriver {
             rec.spec.image = image;
         }
         self.ensure_disks(&slot, &mut g).await?;
+        // Only now may the guest run on the new disks.
+        resize::mark_resized(&l).await?;
         self.launch(&slot, &mut g, None).await
     }
 
     async fn confirm_resize(&self, id: ServerId) -> Result<()> {
-        let (slot, _g) = lock!(self, id);
-        layout::remove_dir_all(&slot.layout.resize_old()).await
+        let (slot, mut g) = lock!(self, id);
+        self.claim(&slot, &mut g).await?;
+        if !self.settle_resize(&slot, &mut g).await? {
+            tracing::warn!(server = %id, "confirm without a finished resize on this host");
+        }
+        resize::discard_old(&slot.layout).await
     }
 
     async fn revert_resize(&self, spec: &InstanceSpec) -> Result<PowerState> {
@@ -1232,10 +1241,10 @@ impl Hypervisor for QemuDriver {
         let (slot, mut g) = lock!(self, id);
         self.claim(&slot, &mut g).await?;
         let l = slot.layout.clone();
-        if layout::exists(&l.resize_old()).await {
+        if self.settle_resize(&slot, &mut g).await? {
             // The resized disks are discarded: no clean shutdown needed.
             self.stop_process(&slot, &mut g, Stray::Keep).await?;
-            restore_old(&l, &mut g).await?;
+            resize::revert_files(&l, &mut g).await?;
         }
         if let Some(rec) = g.record.as_mut()
             && !same_shape(&rec.spec, spec)
@@ -1557,28 +1566,6 @@ impl Hypervisor for QemuDriver {
     }
 }
 
-/// Put the pre-resize disks and record back in place.
-async fn restore_old(l: &Layout, g: &mut Inner) -> Result<()> {
-    let old = l.resize_old();
-    for f in [l.root_disk(), l.ephemeral_disk(), l.swap_disk(), l.record()] {
-        let name = f.file_name().unwrap_or_default();
-        let saved = old.join(name);
-        if layout::exists(&saved).await {
-            tokio::fs::rename(&saved, &f)
-                .await
-                .map_err(|e| io_err("rename", &saved, e))?;
-        } else if f != l.record() {
-            // The disk did not exist before the resize.
-            layout::remove_file(&f).await?;
-        }
-    }
-    layout::remove_dir_all(&old).await?;
-    if let Some(rec) = Record::load(&l.record()).await? {
-        g.record = Some(rec);
-    }
-    Ok(())
-}
-
 /// The pid of a live QEMU whose command line names this instance's directory (the pid
 /// file alone could name a recycled pid).
 fn unowned_qemu(l: &Layout) -> Option<u32> {
@@ -1733,7 +1720,7 @@ mod tests {
         }
     }
 
-    fn spec(id: ServerId) -> InstanceSpec {
+    pub(super) fn spec(id: ServerId) -> InstanceSpec {
         InstanceSpec {
             server_id: id,
             name: "t".into(),
