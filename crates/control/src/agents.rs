@@ -137,12 +137,32 @@ impl Control {
     }
 
     /// Apply events a remote agent posted.
+    ///
+    /// An agent speaks only for the servers on its own host: a batch naming a live server
+    /// placed elsewhere (or nowhere) is refused whole (`Forbidden`) and nothing of it is
+    /// applied, since the shared secret alone would otherwise let any agent stop (or
+    /// HA-restart) any server. Servers that are gone or deleted are let through: a late
+    /// event for them is a race, and applying it changes nothing.
     pub async fn agent_events(&self, host: HostId, events: Vec<AgentEvent>) -> Result<()> {
         self.inner
             .store
             .host_get(host)
             .await?
             .ok_or_else(|| Error::not_found(format!("Unknown host {host}.")))?;
+        for e in &events {
+            let id = match e {
+                AgentEvent::Progress { server_id, .. }
+                | AgentEvent::PowerState { server_id, .. } => *server_id,
+            };
+            if let Some(s) = self.inner.store.server_get(id).await?
+                && !s.deleted
+                && s.host_id != Some(host)
+            {
+                return Err(Error::Forbidden(format!(
+                    "Server {id} is not on host {host}; an agent reports only its own servers."
+                )));
+            }
+        }
         for e in events {
             self.apply_agent_event(e).await;
         }
