@@ -99,13 +99,16 @@ impl ControllerLink {
             .send()
             .await
             .map_err(|e| Error::Unavailable(format!("controller unreachable: {e}")))?;
-        if resp.status().is_success() {
+        let status = resp.status();
+        if status.is_success() {
             Ok(())
+        } else if status.is_client_error() && status != reqwest::StatusCode::NOT_FOUND {
+            // Refused for what the batch says (e.g. 403: a server not on this host): a
+            // retry would be refused again and hold back every later event.
+            let body = resp.text().await.unwrap_or_default();
+            Err(Error::invalid(format!("events refused ({status}): {body}")))
         } else {
-            Err(Error::Unavailable(format!(
-                "events refused ({})",
-                resp.status()
-            )))
+            Err(Error::Unavailable(format!("events refused ({status})")))
         }
     }
 }
@@ -141,6 +144,10 @@ impl HttpEvents {
                 };
                 match link.post_events(id, &pending).await {
                     Ok(()) => pending.clear(),
+                    Err(e @ Error::InvalidRequest(_)) => {
+                        tracing::warn!(error = %e, dropped = pending.len(), "the controller refused these events; dropping them");
+                        pending.clear();
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, queued = pending.len(), "event delivery failed; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -6,7 +6,8 @@
 //!   calls it back to describe the host and answers `{"host_id"}`.
 //! - `POST /internal/v1/hosts/{id}/heartbeat` — 204; 404 if the host is unknown (the agent
 //!   then registers again).
-//! - `POST /internal/v1/hosts/{id}/events` — a JSON list of agent events.
+//! - `POST /internal/v1/hosts/{id}/events` — a JSON list of agent events; 403 (nothing
+//!   applied) if one names a server on another host.
 //! - `GET /internal/v1/blobs/{sha512}` — an image's bytes, for remote agents' image caches.
 
 use crate::AppState;

@@ -218,7 +218,11 @@ impl Control {
                 "Invalid agent address {address}: expected an http(s) URL."
             )));
         }
-        let transport = Arc::new(HttpAgent::new(address, &secret));
+        let transport = Arc::new(HttpAgent::new(
+            address,
+            &secret,
+            self.inner.config.agent_timeouts,
+        ));
         self.register_agent(address, transport, options).await
     }
 
@@ -230,7 +234,11 @@ impl Control {
         };
         for h in self.inner.store.hosts_list().await? {
             if h.address != "local" {
-                self.attach_agent(h.id, Arc::new(HttpAgent::new(&h.address, &secret)));
+                let timeouts = self.inner.config.agent_timeouts;
+                self.attach_agent(
+                    h.id,
+                    Arc::new(HttpAgent::new(&h.address, &secret, timeouts)),
+                );
             }
         }
         Ok(())

@@ -79,6 +79,9 @@ pub struct Config {
     /// Shared secret of the internal API between controller and agents. `None` disables
     /// remote agents.
     pub agent_secret: Option<String>,
+    /// How long the controller waits for a remote agent to answer a request, by kind (see
+    /// [`agents::call_timeout`]).
+    pub agent_timeouts: agents::AgentTimeouts,
 }
 
 impl Default for Config {
@@ -105,6 +108,7 @@ impl Default for Config {
             stats_retention: Duration::from_secs(6 * 3600),
             default_pool_gb: 1000,
             agent_secret: None,
+            agent_timeouts: agents::AgentTimeouts::default(),
         }
     }
 }

@@ -1653,7 +1653,7 @@ const CREATE: &[Step] = &[
         "schedule",
         Some("conductor_schedule_and_build_instances"),
         schedule,
-        Some(|c, op| Box::pin(release_claim(c, op))),
+        Some(|c, op| Box::pin(unschedule(c, op))),
         OnFailure::SetError
     ),
     step!(
@@ -1884,6 +1884,25 @@ async fn schedule(c: &Control, op: &Operation) -> Result<Flow> {
         c.inner.store.release(s.id).await?;
         return Ok(Flow::Abort("server is being deleted".into()));
     }
+    Ok(Flow::Continue)
+}
+
+/// Undo of `schedule`: give the claim back and take the server off the host, as Nova's
+/// `_nil_out_instance_obj_host_and_node` does for a failed build: a server in ERROR after
+/// a failed build is on no host, so the host neither lists nor counts it. (The `spawn`
+/// undo, which runs first, already destroyed whatever the host had built; should that
+/// have failed, the host's re-registration destroys the orphan.)
+async fn unschedule(c: &Control, op: &Operation) -> Result<Flow> {
+    release_claim(c, op).await?;
+    c.mutate_server(op.server_id, |srv| {
+        if srv.deleted || srv.host_id.is_none() {
+            return Ok(false);
+        }
+        srv.host_id = None;
+        srv.host = None;
+        Ok(true)
+    })
+    .await?;
     Ok(Flow::Continue)
 }
 

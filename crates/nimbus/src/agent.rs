@@ -65,6 +65,7 @@ impl RunningAgent {
 }
 
 pub async fn start(cfg: AgentConfig) -> anyhow::Result<RunningAgent> {
+    crate::check_agent_secret(&cfg.secret, "--secret")?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let link = ControllerLink::new(&cfg.controller, &cfg.secret);

@@ -110,8 +110,23 @@ impl Running {
     }
 }
 
+/// Refuse an empty (or blank) shared agent secret: with it, `Authorization: Bearer ` would
+/// authenticate anyone, on the controller's internal API and on the agent's.
+pub(crate) fn check_agent_secret(secret: &str, flag: &str) -> anyhow::Result<()> {
+    if secret.trim().is_empty() {
+        anyhow::bail!(
+            "{flag} is empty: the shared agent secret must be a non-blank string (the same on the \
+             controller's --agent-secret and every agent's --secret)"
+        );
+    }
+    Ok(())
+}
+
 /// Build everything and start serving.
 pub async fn start(cfg: ServeConfig) -> anyhow::Result<Running> {
+    if let Some(secret) = &cfg.control.agent_secret {
+        check_agent_secret(secret, "--agent-secret")?;
+    }
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data directory {}", cfg.data_dir.display()))?;
     let db = cfg.database.clone().unwrap_or_else(|| {

@@ -161,6 +161,13 @@ struct ServeArgs {
     /// A remote host is down after this long without a heartbeat.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     service_down_time: Duration,
+    /// How long to wait for a remote agent's answer to a quick request (console, VNC,
+    /// diagnostics, pause, ...); a stop also gets the guest's shutdown grace period.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    agent_call_timeout: Duration,
+    /// How long to wait for a remote agent to build, boot, resize, snapshot, reboot, ...
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    agent_long_call_timeout: Duration,
 }
 
 fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
@@ -203,6 +210,10 @@ fn serve_config(a: ServeArgs) -> anyhow::Result<ServeConfig> {
     cfg.control.power_sync_interval = a.power_sync_interval;
     cfg.control.agent_secret = a.agent_secret;
     cfg.control.service_down_time = a.service_down_time;
+    cfg.control.agent_timeouts = nimbus_control::agents::AgentTimeouts {
+        quick: a.agent_call_timeout,
+        long: a.agent_long_call_timeout,
+    };
     cfg.control.token_ttl = a.token_ttl;
     Ok(cfg)
 }

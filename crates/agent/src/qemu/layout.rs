@@ -7,7 +7,9 @@
 //! - `console.log` (serial log), `qemu.log` (QEMU's own stdout/stderr);
 //! - `qmp.sock`, `serial.sock`, `qemu.pid`;
 //! - `vm.state` (saved RAM/device state while suspended);
-//! - `resize-old/` (the disks and record from before a resize, until confirm or revert).
+//! - `resize-old/` (the disks and record from before a resize, until confirm or revert),
+//!   `resize-old.part/` (it, being written), `resize-old.trash/` (it, being deleted) and
+//!   `resize.json` (how far a resize, revert or confirm got; see `resize.rs`).
 
 use nimbus_model::agent::InstanceSpec;
 use nimbus_model::{Error, Result};
@@ -60,6 +62,15 @@ impl Layout {
     }
     pub fn resize_old(&self) -> PathBuf {
         self.dir.join("resize-old")
+    }
+    pub fn resize_part(&self) -> PathBuf {
+        self.dir.join("resize-old.part")
+    }
+    pub fn resize_trash(&self) -> PathBuf {
+        self.dir.join("resize-old.trash")
+    }
+    pub fn resize_marker(&self) -> PathBuf {
+        self.dir.join("resize.json")
     }
 }
 

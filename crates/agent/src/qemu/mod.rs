@@ -10,6 +10,10 @@
 //! Invariants:
 //! - `Shutdown` (or `Crashed`) means no QEMU process; `Suspended` means no process and a
 //!   complete `vm.state`;
+//! - a QEMU process that runs on an instance directory but that no actor owns (its QMP
+//!   did not answer a re-attach) makes the server `NoState`; until it answers or ends,
+//!   nothing starts another QEMU on those disks, changes them, or calls the server
+//!   stopped; only a destroy kills it;
 //! - every action is idempotent with respect to the end state it names (the trait contract);
 //! - a driver that is dropped or detached leaves its guests running; [`QemuDriver::start`]
 //!   re-attaches to them from their pid file and QMP socket;
@@ -24,6 +28,7 @@ pub mod image;
 mod layout;
 mod procfs;
 mod qmp;
+mod resize;
 
 use crate::hypervisor::{Hypervisor, SnapshotFile};
 use crate::net::{self, Fabric};
@@ -51,6 +56,9 @@ const GIB: u64 = 1024 * 1024 * 1024;
 const MAX_CONSOLE_BYTES: u64 = 100 * 1024;
 /// How long a hot-unplug waits for the guest to release the NIC.
 const NIC_UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first delay between re-attach attempts to a QEMU that does not answer QMP; it
+/// doubles up to `QemuConfig::qmp_retry_max`.
+const QMP_RETRY_FIRST: Duration = Duration::from_secs(1);
 
 /// Settings of the qemu driver.
 #[derive(Clone)]
@@ -86,6 +94,11 @@ pub struct QemuConfig {
     /// Lease time the network switches' DHCP servers hand out. Addresses are fixed per
     /// NIC, so a long lease costs nothing.
     pub dhcp_lease_secs: u32,
+    /// How long a re-attach waits for a running QEMU's QMP greeting.
+    pub qmp_attach_timeout: Duration,
+    /// The longest delay between re-attach attempts to a QEMU that is alive but does not
+    /// answer QMP.
+    pub qmp_retry_max: Duration,
 }
 
 impl QemuConfig {
@@ -111,6 +124,8 @@ impl QemuConfig {
             ram_mb: None,
             disk_gb: None,
             dhcp_lease_secs: 86_400,
+            qmp_attach_timeout: Duration::from_secs(3),
+            qmp_retry_max: Duration::from_secs(30),
         }
     }
 }
@@ -129,6 +144,8 @@ struct Inner {
     record: Option<Record>,
     actor: Option<ActorHandle>,
     destroyed: bool,
+    /// The background re-attach to a QEMU that did not answer QMP, while one runs.
+    retry: Option<tokio::task::AbortHandle>,
 }
 
 impl Inner {
@@ -145,6 +162,15 @@ impl Inner {
             .as_mut()
             .ok_or_else(|| Error::conflict(format!("Instance {id} has no disk on this host yet.")))
     }
+}
+
+/// What [`QemuDriver::stop_process`] does with a live QEMU that no actor owns.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stray {
+    /// Refuse (`Conflict`): it may be a guest that is fine but unreachable.
+    Keep,
+    /// Kill it: the server is being destroyed.
+    Kill,
 }
 
 /// The qemu hypervisor driver.
@@ -423,7 +449,13 @@ impl QemuDriver {
     pub async fn detach_all(&self) {
         let slots: Vec<Arc<Slot>> = self.lock_slots().values().cloned().collect();
         for slot in slots {
-            let actor = slot.inner.lock().await.actor.take();
+            let actor = {
+                let mut g = slot.inner.lock().await;
+                if let Some(t) = g.retry.take() {
+                    t.abort();
+                }
+                g.actor.take()
+            };
             if let Some(a) = actor {
                 a.detach().await;
             }
@@ -507,81 +539,81 @@ impl QemuDriver {
     }
 
     /// Re-attach to a server's QEMU if it still runs; otherwise settle its power state from
-    /// its files, and report a server that should run but has no process.
-    async fn attach(&self, slot: &Slot, g: &mut Inner) -> PowerState {
-        let l = &slot.layout;
-        if let Some(pid) = procfs::read_pid_file(&l.pid_file())
-            && procfs::is_our_qemu(pid, &l.dir)
-        {
-            match qmp::Qmp::connect(&l.qmp_socket(), Duration::from_secs(3)).await {
-                Ok(q) => {
-                    let actor = ActorHandle::start(
-                        slot.id,
-                        pid,
-                        q,
-                        None,
-                        slot.power.clone(),
-                        self.sink.clone(),
-                        l.qemu_log(),
-                    );
-                    let status = actor.call(Request::Status).await;
-                    match status {
-                        Ok(s) => {
-                            let p = actor::power_of_status(&s);
-                            set_power(&slot.power, p);
-                            g.actor = Some(actor);
-                            if p == PowerState::Shutdown {
-                                // The guest powered off while nobody watched (-no-shutdown
-                                // kept QEMU): finish the stop.
-                                if let Some(a) = g.actor.as_ref() {
-                                    let _ = a.call(Request::Quit).await;
-                                }
-                                g.actor = None;
-                                self.report_stale(
-                                    slot,
-                                    g,
-                                    "guest powered off while the agent was down",
-                                )
-                                .await;
-                                return PowerState::Shutdown;
-                            }
-                            return p;
-                        }
-                        Err(e) => {
-                            tracing::warn!(server = %slot.id, error = ?e, "re-attached QEMU does not answer");
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(server = %slot.id, pid, error = %e, "QEMU runs but its QMP socket does not answer; leaving it alone");
-                }
-            }
+    /// its files, and report a server that should run but has no process. A QEMU that is
+    /// alive but does not answer QMP leaves the server `NoState` and starts a retry (see
+    /// [`attach`]).
+    async fn attach(&self, slot: &Arc<Slot>, g: &mut Inner) -> PowerState {
+        let power = attach(slot, g, &self.sink, self.cfg.qmp_attach_timeout).await;
+        if power == PowerState::NoState {
+            self.retry_attach(slot, g).await;
         }
-        if layout::exists(&l.state_file()).await {
-            set_power(&slot.power, PowerState::Suspended);
-            return PowerState::Suspended;
-        }
-        set_power(&slot.power, PowerState::Shutdown);
-        self.report_stale(slot, g, "QEMU process not running after an agent restart")
-            .await;
-        PowerState::Shutdown
+        power
     }
 
-    async fn report_stale(&self, slot: &Slot, g: &mut Inner, reason: &str) {
-        let Some(rec) = g.record.as_mut().filter(|r| r.running) else {
+    /// Report a live QEMU that does not answer QMP as `NoState` (Nova's NOSTATE: the
+    /// controller must neither think it stopped nor restart it) and keep trying to reach
+    /// it in the background, with a growing delay, until it answers or its process is gone.
+    /// At most one retry runs per server; it ends with the driver, a destroy or
+    /// [`QemuDriver::detach_all`].
+    async fn retry_attach(&self, slot: &Arc<Slot>, g: &mut Inner) {
+        if g.retry.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
-        };
-        rec.running = false;
-        if let Err(e) = rec.save(&slot.layout.record()).await {
-            tracing::warn!(server = %slot.id, error = %e, "saving record");
         }
-        let sink = self.sink.read().unwrap_or_else(|p| p.into_inner()).clone();
-        sink.report(AgentEvent::PowerState {
-            server_id: slot.id,
-            power_state: PowerState::Shutdown,
-            reason: reason.to_owned(),
-        })
+        let pid = unowned_qemu(&slot.layout).unwrap_or_default();
+        report(
+            &self.sink,
+            slot.id,
+            PowerState::NoState,
+            format!(
+                "QEMU process {pid} is alive but its QMP socket does not answer; the agent \
+                 keeps retrying and leaves the process and its disks alone"
+            ),
+        )
         .await;
+        let weak = Arc::downgrade(slot);
+        let sink = self.sink.clone();
+        let (timeout, max) = (self.cfg.qmp_attach_timeout, self.cfg.qmp_retry_max);
+        let task = tokio::spawn(async move {
+            let mut delay = QMP_RETRY_FIRST.min(max);
+            loop {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max);
+                // The driver dropped the slot (destroyed, or the driver itself is gone).
+                let Some(slot) = weak.upgrade() else { return };
+                let mut g = slot.inner.lock().await;
+                if g.destroyed || g.live().is_some() {
+                    return;
+                }
+                let power = attach(&slot, &mut g, &sink, timeout).await;
+                if power != PowerState::NoState {
+                    drop(g);
+                    tracing::info!(server = %slot.id, ?power, "unresponsive QEMU settled");
+                    report(
+                        &sink,
+                        slot.id,
+                        power,
+                        "the agent reached the server's QEMU again".into(),
+                    )
+                    .await;
+                    return;
+                }
+            }
+        });
+        g.retry = Some(task.abort_handle());
+    }
+
+    /// Before an action that may start QEMU, change the disks or treat the server as
+    /// stopped: refuse while a QEMU nobody owns still runs on the instance directory (two
+    /// QEMUs on one disk destroy it). One immediate re-attach attempt comes first, so an
+    /// action right after QEMU recovers works.
+    async fn claim(&self, slot: &Arc<Slot>, g: &mut Inner) -> Result<()> {
+        if g.live().is_some() || unowned_qemu(&slot.layout).is_none() {
+            return Ok(());
+        }
+        if self.attach(slot, g).await != PowerState::NoState {
+            return Ok(());
+        }
+        Err(unresponsive(slot))
     }
 
     /// The cached base image of `spec`.
@@ -633,6 +665,11 @@ impl QemuDriver {
         incoming: Option<&Path>,
     ) -> Result<PowerState> {
         let l = slot.layout.clone();
+        // Never a second QEMU on these disks: callers have ended their own process, so a
+        // live one here is a QEMU no actor owns. (Removing its pid file below would hide it.)
+        if unowned_qemu(&l).is_some() {
+            return Err(unresponsive(slot));
+        }
         let rec = g.record(slot.id)?;
         let argv = match incoming {
             Some(_) if !rec.argv.is_empty() => rec.argv.clone(),
@@ -731,7 +768,10 @@ impl QemuDriver {
             Ok(s) => s,
             Err(e) => {
                 let e = call_err(e, slot.id);
-                self.stop_process(slot, g).await;
+                // The process is the one just launched: ours, so it is killed.
+                if let Err(e2) = self.stop_process(slot, g, Stray::Keep).await {
+                    tracing::warn!(server = %slot.id, error = %e2, "ending a QEMU that failed to start");
+                }
                 return Err(e);
             }
         };
@@ -740,9 +780,14 @@ impl QemuDriver {
         Ok(power)
     }
 
-    /// End the QEMU process if there is one (hard), and any stray process the pid file names.
-    async fn stop_process(&self, slot: &Slot, g: &mut Inner) {
+    /// End the QEMU process if there is one (hard). A process of ours that lingers is
+    /// killed through the pid file; a live QEMU that no actor owned is killed only with
+    /// [`Stray::Kill`] (a destroy), and otherwise answers `Conflict`, leaving it and the
+    /// power state as they are.
+    async fn stop_process(&self, slot: &Slot, g: &mut Inner, stray: Stray) -> Result<()> {
+        let mut owned = None;
         if let Some(mut a) = g.actor.take() {
+            owned = Some(a.pid);
             if a.alive() {
                 match a.call(Request::Quit).await {
                     Ok(()) | Err(CallError::Gone) => {}
@@ -753,10 +798,10 @@ impl QemuDriver {
             }
             a.finished(Duration::from_secs(10)).await;
         }
-        let l = &slot.layout;
-        if let Some(pid) = procfs::read_pid_file(&l.pid_file())
-            && procfs::is_our_qemu(pid, &l.dir)
-        {
+        if let Some(pid) = unowned_qemu(&slot.layout) {
+            if owned != Some(pid) && stray == Stray::Keep {
+                return Err(unresponsive(slot));
+            }
             tracing::warn!(server = %slot.id, pid, "killing a QEMU process no actor owned");
             procfs::kill_hard(pid).await;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -765,10 +810,11 @@ impl QemuDriver {
             }
         }
         set_power(&slot.power, PowerState::Shutdown);
+        Ok(())
     }
 
     /// Graceful stop: ACPI power button, wait up to `timeout`, then quit.
-    async fn graceful_stop(&self, slot: &Slot, g: &mut Inner, timeout: Duration) {
+    async fn graceful_stop(&self, slot: &Slot, g: &mut Inner, timeout: Duration) -> Result<()> {
         if !timeout.is_zero()
             && let Some(a) = g.live()
         {
@@ -787,7 +833,7 @@ impl QemuDriver {
                 _ => {}
             }
         }
-        self.stop_process(slot, g).await;
+        self.stop_process(slot, g, Stray::Keep).await
     }
 
     /// Place the record's NICs for a fresh launch: on q35 each on its own root port, in
@@ -873,19 +919,37 @@ impl QemuDriver {
         Ok(())
     }
 
+    /// Finish or roll back whatever resize step a crash interrupted (see `resize.rs`);
+    /// answers true when a finished resize waits for confirm or revert.
+    async fn settle_resize(&self, slot: &Slot, g: &mut Inner) -> Result<bool> {
+        match resize::recover(&slot.layout).await? {
+            resize::Settled::Idle => Ok(false),
+            resize::Settled::Resized => Ok(true),
+            settled @ (resize::Settled::RollBack | resize::Settled::FinishRevert) => {
+                tracing::warn!(server = %slot.id, ?settled, "recovering an interrupted resize");
+                self.stop_process(slot, g, Stray::Keep).await?;
+                resize::revert_files(&slot.layout, g).await?;
+                Ok(false)
+            }
+        }
+    }
+
     /// Boot the server from its disks unless it already runs; a saved state is restored.
     async fn ensure_running(
         &self,
-        slot: &Slot,
+        slot: &Arc<Slot>,
         g: &mut Inner,
         spec: Option<&InstanceSpec>,
     ) -> Result<PowerState> {
         if let Some(a) = g.live() {
             match a.call(Request::Status).await {
                 Ok(s) if s != "shutdown" => return Ok(actor::power_of_status(&s)),
-                _ => self.stop_process(slot, g).await,
+                _ => self.stop_process(slot, g, Stray::Keep).await?,
             }
         }
+        self.claim(slot, g).await?;
+        // Never boot half-changed disks of an interrupted resize or revert.
+        self.settle_resize(slot, g).await?;
         if g.record.is_none() {
             let spec = spec.ok_or_else(|| missing(slot.id))?;
             g.record = Some(Record::new(spec.clone()));
@@ -937,6 +1001,7 @@ impl Hypervisor for QemuDriver {
                 "Instance {id} was deleted while it was being built."
             )));
         }
+        self.claim(&slot, &mut g).await?;
         if let Some(a) = g.live()
             && let Ok(s) = a.call(Request::Status).await
             && s != "shutdown"
@@ -962,7 +1027,7 @@ impl Hypervisor for QemuDriver {
         Self::report_progress(&events, id, 25).await;
         self.ensure_disks(&slot, &mut g).await?;
         Self::report_progress(&events, id, 50).await;
-        self.stop_process(&slot, &mut g).await;
+        self.stop_process(&slot, &mut g, Stray::Keep).await?;
         let power = self.launch(&slot, &mut g, None).await?;
         Self::report_progress(&events, id, 75).await;
         Ok(power)
@@ -973,7 +1038,11 @@ impl Hypervisor for QemuDriver {
         match slot {
             Some(slot) => {
                 let mut g = slot.inner.clone().lock_owned().await;
-                self.stop_process(&slot, &mut g).await;
+                if let Some(t) = g.retry.take() {
+                    t.abort();
+                }
+                // A delete is the one action that may kill a QEMU nobody can reach.
+                self.stop_process(&slot, &mut g, Stray::Kill).await?;
                 self.net.sync_server(id, Vec::new())?;
                 for nic in g.record.iter().flat_map(|r| r.spec.nics.iter()) {
                     if let Ok(mac) = net::parse_mac(&nic.mac) {
@@ -994,6 +1063,7 @@ impl Hypervisor for QemuDriver {
 
     async fn reboot(&self, spec: &InstanceSpec, hard: bool) -> Result<PowerState> {
         let (slot, mut g) = lock!(self, spec.server_id);
+        self.claim(&slot, &mut g).await?;
         if let Some(a) = g.live() {
             let r = if hard {
                 a.call(Request::Reset).await.map(|()| true)
@@ -1020,8 +1090,9 @@ impl Hypervisor for QemuDriver {
 
     async fn power_off(&self, spec: &InstanceSpec, timeout_secs: u32) -> Result<PowerState> {
         let (slot, mut g) = lock!(self, spec.server_id);
+        self.claim(&slot, &mut g).await?;
         self.graceful_stop(&slot, &mut g, Duration::from_secs(timeout_secs.into()))
-            .await;
+            .await?;
         // A suspended server that is powered off forgets its saved state.
         layout::remove_file(&slot.layout.state_file()).await?;
         self.mark_stopped(&slot, &mut g).await?;
@@ -1088,8 +1159,9 @@ impl Hypervisor for QemuDriver {
         self.set_sink(&events);
         let id = spec.server_id;
         let (slot, mut g) = lock!(self, id);
+        self.claim(&slot, &mut g).await?;
         // The old root disk is discarded, so there is nothing to shut down cleanly for.
-        self.stop_process(&slot, &mut g).await;
+        self.stop_process(&slot, &mut g, Stray::Keep).await?;
         let (base, fmt) = self.base_of(spec).await?;
         Self::report_progress(&events, id, 25).await;
         let l = &slot.layout;
@@ -1116,38 +1188,24 @@ impl Hypervisor for QemuDriver {
     async fn resize(&self, spec: &InstanceSpec) -> Result<PowerState> {
         let id = spec.server_id;
         let (slot, mut g) = lock!(self, id);
+        self.claim(&slot, &mut g).await?;
         let l = slot.layout.clone();
-        let old = l.resize_old();
-        if layout::exists(&old).await {
+        if self.settle_resize(&slot, &mut g).await? {
             if g.record(id).is_ok_and(|r| same_shape(&r.spec, spec)) {
                 // Already resized (a re-run after a crash): just make sure it runs.
                 return self.ensure_running(&slot, &mut g, Some(spec)).await;
             }
-            // A resize that died half-way: start again from the saved disks.
-            self.stop_process(&slot, &mut g).await;
-            restore_old(&l, &mut g).await?;
+            // An unconfirmed earlier resize: its disks are the server's now (it may have
+            // run for days on them), so a new resize confirms it rather than going back.
+            tracing::info!(server = %id, "a new resize confirms the previous one");
+            resize::discard_old(&l).await?;
         }
         g.record(id)?;
         self.graceful_stop(&slot, &mut g, self.cfg.resize_shutdown_timeout)
-            .await;
+            .await?;
         layout::remove_file(&l.state_file()).await?;
-        // Keep everything a revert needs, written completely before it is renamed into place.
-        let part = l.dir.join("resize-old.part");
-        layout::remove_dir_all(&part).await?;
-        tokio::fs::create_dir(&part)
-            .await
-            .map_err(|e| io_err("create", &part, e))?;
-        for f in [l.root_disk(), l.ephemeral_disk(), l.swap_disk(), l.record()] {
-            if layout::exists(&f).await {
-                let name = f.file_name().unwrap_or_default();
-                tokio::fs::copy(&f, part.join(name))
-                    .await
-                    .map_err(|e| io_err("copy", &f, e))?;
-            }
-        }
-        tokio::fs::rename(&part, &old)
-            .await
-            .map_err(|e| io_err("rename", &part, e))?;
+        // Keep everything a revert needs (see resize.rs for the crash-safe order).
+        resize::save_old(&l).await?;
         // Grow (never shrink) the disks to the new flavor.
         image::grow(&l.root_disk(), spec.disk_gb * GIB).await?;
         if spec.ephemeral_gb == 0 {
@@ -1164,27 +1222,34 @@ impl Hypervisor for QemuDriver {
             rec.spec.image = image;
         }
         self.ensure_disks(&slot, &mut g).await?;
+        // Only now may the guest run on the new disks.
+        resize::mark_resized(&l).await?;
         self.launch(&slot, &mut g, None).await
     }
 
     async fn confirm_resize(&self, id: ServerId) -> Result<()> {
-        let (slot, _g) = lock!(self, id);
-        layout::remove_dir_all(&slot.layout.resize_old()).await
+        let (slot, mut g) = lock!(self, id);
+        self.claim(&slot, &mut g).await?;
+        if !self.settle_resize(&slot, &mut g).await? {
+            tracing::warn!(server = %id, "confirm without a finished resize on this host");
+        }
+        resize::discard_old(&slot.layout).await
     }
 
     async fn revert_resize(&self, spec: &InstanceSpec) -> Result<PowerState> {
         let id = spec.server_id;
         let (slot, mut g) = lock!(self, id);
+        self.claim(&slot, &mut g).await?;
         let l = slot.layout.clone();
-        if layout::exists(&l.resize_old()).await {
+        if self.settle_resize(&slot, &mut g).await? {
             // The resized disks are discarded: no clean shutdown needed.
-            self.stop_process(&slot, &mut g).await;
-            restore_old(&l, &mut g).await?;
+            self.stop_process(&slot, &mut g, Stray::Keep).await?;
+            resize::revert_files(&l, &mut g).await?;
         }
         if let Some(rec) = g.record.as_mut()
             && !same_shape(&rec.spec, spec)
         {
-            self.stop_process(&slot, &mut g).await;
+            self.stop_process(&slot, &mut g, Stray::Keep).await?;
             if let Some(rec) = g.record.as_mut() {
                 let image = rec.spec.image.clone();
                 rec.spec = spec.clone();
@@ -1198,6 +1263,7 @@ impl Hypervisor for QemuDriver {
 
     async fn snapshot(&self, id: ServerId, image_id: ImageId) -> Result<SnapshotFile> {
         let (slot, mut g) = lock!(self, id);
+        self.claim(&slot, &mut g).await?;
         let disk = slot.layout.root_disk();
         if !layout::exists(&disk).await {
             return Err(Error::conflict(format!(
@@ -1350,6 +1416,7 @@ impl Hypervisor for QemuDriver {
     /// QEMU runs (else at the next boot). Idempotent: a NIC the server already has is fine.
     async fn attach_nic(&self, id: ServerId, nic: &NicSpec) -> Result<()> {
         let (slot, mut g) = lock!(self, id);
+        self.claim(&slot, &mut g).await?;
         let mac = net::parse_mac(&nic.mac)?;
         // Validate everything the switch needs before touching anything.
         net::port_config(nic, PathBuf::new(), self.net.lease_secs())?;
@@ -1434,6 +1501,7 @@ impl Hypervisor for QemuDriver {
     /// already detached.
     async fn detach_nic(&self, id: ServerId, mac: &str) -> Result<()> {
         let (slot, mut g) = lock!(self, id);
+        self.claim(&slot, &mut g).await?;
         let mac = net::parse_mac(mac)?;
         let hex = net::mac_hex(&mac);
         let Some(idx) = g.record.as_ref().and_then(|r| {
@@ -1498,24 +1566,283 @@ impl Hypervisor for QemuDriver {
     }
 }
 
-/// Put the pre-resize disks and record back in place.
-async fn restore_old(l: &Layout, g: &mut Inner) -> Result<()> {
-    let old = l.resize_old();
-    for f in [l.root_disk(), l.ephemeral_disk(), l.swap_disk(), l.record()] {
-        let name = f.file_name().unwrap_or_default();
-        let saved = old.join(name);
-        if layout::exists(&saved).await {
-            tokio::fs::rename(&saved, &f)
-                .await
-                .map_err(|e| io_err("rename", &saved, e))?;
-        } else if f != l.record() {
-            // The disk did not exist before the resize.
-            layout::remove_file(&f).await?;
+/// The pid of a live QEMU whose command line names this instance's directory (the pid
+/// file alone could name a recycled pid).
+fn unowned_qemu(l: &Layout) -> Option<u32> {
+    procfs::read_pid_file(&l.pid_file()).filter(|&pid| procfs::is_our_qemu(pid, &l.dir))
+}
+
+/// Why an action is refused while a QEMU nobody owns runs on the instance.
+fn unresponsive(slot: &Slot) -> Error {
+    let pid = unowned_qemu(&slot.layout).unwrap_or_default();
+    Error::conflict(format!(
+        "Instance {} has a running QEMU process ({pid}) that does not answer QMP; the agent \
+         keeps trying to reach it and will not start or stop the server meanwhile (deleting \
+         the server kills it).",
+        slot.id
+    ))
+}
+
+async fn report(sink: &SharedSink, id: ServerId, power: PowerState, reason: String) {
+    let sink = sink.read().unwrap_or_else(|p| p.into_inner()).clone();
+    sink.report(AgentEvent::PowerState {
+        server_id: id,
+        power_state: power,
+        reason,
+    })
+    .await;
+}
+
+/// Re-attach to a server's QEMU if it still runs (a new actor; the state from
+/// `query-status`); otherwise settle its power state from its files, and report a server
+/// that should run but has no process.
+///
+/// Invariant: a QEMU process that is alive but does not answer QMP (stopped, wedged, or
+/// another client holds its socket) answers `NoState` and nothing about it is touched: it
+/// is never called `Shutdown`, since the controller would then start (or HA-restart) a
+/// second QEMU on the same disks.
+async fn attach(slot: &Slot, g: &mut Inner, sink: &SharedSink, timeout: Duration) -> PowerState {
+    let l = &slot.layout;
+    if let Some(pid) = unowned_qemu(l) {
+        match qmp::Qmp::connect(&l.qmp_socket(), timeout).await {
+            Ok(q) => {
+                let actor = ActorHandle::start(
+                    slot.id,
+                    pid,
+                    q,
+                    None,
+                    slot.power.clone(),
+                    sink.clone(),
+                    l.qemu_log(),
+                );
+                match actor.call(Request::Status).await {
+                    Ok(s) => {
+                        let p = actor::power_of_status(&s);
+                        set_power(&slot.power, p);
+                        g.actor = Some(actor);
+                        if p != PowerState::Shutdown {
+                            return p;
+                        }
+                        // The guest powered off while nobody watched (-no-shutdown kept
+                        // QEMU): finish the stop.
+                        if let Some(a) = g.actor.as_ref() {
+                            let _ = a.call(Request::Quit).await;
+                        }
+                        if let Some(mut a) = g.actor.take() {
+                            a.finished(Duration::from_secs(10)).await;
+                        }
+                        if unowned_qemu(l).is_none() {
+                            report_stale(
+                                slot,
+                                g,
+                                sink,
+                                "guest powered off while the agent was down",
+                            )
+                            .await;
+                            return PowerState::Shutdown;
+                        }
+                        tracing::warn!(server = %slot.id, pid, "QEMU did not quit after its guest powered off");
+                    }
+                    Err(e) => {
+                        tracing::warn!(server = %slot.id, pid, error = ?e, "re-attached QEMU does not answer");
+                        actor.detach().await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(server = %slot.id, pid, error = %e, "QEMU runs but its QMP socket does not answer; leaving it alone");
+            }
+        }
+        if unowned_qemu(l).is_some() {
+            set_power(&slot.power, PowerState::NoState);
+            return PowerState::NoState;
+        }
+        // It ended while we tried: settle from the files below.
+    }
+    if layout::exists(&l.state_file()).await {
+        set_power(&slot.power, PowerState::Suspended);
+        return PowerState::Suspended;
+    }
+    set_power(&slot.power, PowerState::Shutdown);
+    report_stale(
+        slot,
+        g,
+        sink,
+        "QEMU process not running after an agent restart",
+    )
+    .await;
+    PowerState::Shutdown
+}
+
+/// Report, once, a server whose record says it should run as `Shutdown`.
+async fn report_stale(slot: &Slot, g: &mut Inner, sink: &SharedSink, reason: &str) {
+    let Some(rec) = g.record.as_mut().filter(|r| r.running) else {
+        return;
+    };
+    rec.running = false;
+    if let Err(e) = rec.save(&slot.layout.record()).await {
+        tracing::warn!(server = %slot.id, error = %e, "saving record");
+    }
+    report(sink, slot.id, PowerState::Shutdown, reason.to_owned()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// Collects what the driver reports.
+    #[derive(Default)]
+    struct Events(Mutex<Vec<AgentEvent>>);
+
+    #[async_trait]
+    impl EventSink for Events {
+        async fn report(&self, event: AgentEvent) {
+            self.0.lock().unwrap().push(event);
         }
     }
-    layout::remove_dir_all(&old).await?;
-    if let Some(rec) = Record::load(&l.record()).await? {
-        g.record = Some(rec);
+
+    impl Events {
+        fn powers(&self, id: ServerId) -> Vec<PowerState> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|e| match e {
+                    AgentEvent::PowerState {
+                        server_id,
+                        power_state,
+                        ..
+                    } if *server_id == id => Some(*power_state),
+                    _ => None,
+                })
+                .collect()
+        }
     }
-    Ok(())
+
+    pub(super) fn spec(id: ServerId) -> InstanceSpec {
+        InstanceSpec {
+            server_id: id,
+            name: "t".into(),
+            hostname: "t".into(),
+            vcpus: 1,
+            ram_mb: 256,
+            disk_gb: 1,
+            ephemeral_gb: 0,
+            swap_mb: 0,
+            image: None,
+            user_data: None,
+            metadata: Default::default(),
+            nics: vec![],
+            volumes: vec![],
+        }
+    }
+
+    /// An agent restarts and finds a live QEMU (here a `tail` whose command line names
+    /// the instance directory, as QEMU's does) whose QMP socket accepts but never greets.
+    /// The server must be NoState, never Shutdown; starting it must be refused without
+    /// touching the pid file or the disk; once QMP answers, the retry re-attaches.
+    #[tokio::test]
+    async fn a_live_qemu_that_does_not_answer_qmp_is_left_alone() {
+        let root = std::env::temp_dir().join(format!("nq-{}", uuid::Uuid::new_v4().simple()));
+        let state = root.join("s");
+        std::fs::create_dir_all(&state).unwrap();
+        // No real QEMU is started: the binary only has to answer --version.
+        let qemu = root.join("fake-qemu");
+        std::fs::write(&qemu, "#!/bin/sh\necho 'QEMU emulator version 10.0.2'\n").unwrap();
+        std::fs::set_permissions(&qemu, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let state = std::fs::canonicalize(&state).unwrap();
+        let id = ServerId::new();
+        let dir = state.join("instances").join(id.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut rec = Record::new(spec(id));
+        rec.running = true;
+        let l = Layout::new(dir.clone());
+        rec.save(&l.record()).await.unwrap();
+        std::fs::write(l.root_disk(), b"the live guest's disk").unwrap();
+        std::fs::write(l.console_log(), b"").unwrap();
+        let mut guest = Command::new("tail")
+            .arg("-f")
+            .arg(l.console_log())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = guest.id().unwrap();
+        std::fs::write(l.pid_file(), format!("{pid}\n")).unwrap();
+        // Accepts and holds connections without a greeting: a wedged QEMU, or one whose
+        // QMP socket another client holds.
+        let listener = UnixListener::bind(l.qmp_socket()).unwrap();
+        let deaf = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+
+        let events = Arc::new(Events::default());
+        let mut cfg = QemuConfig::new(
+            state.clone(),
+            Arc::new(LocalBlobSource {
+                blob_dir: root.join("blobs"),
+            }),
+        );
+        cfg.qemu_binary = qemu;
+        cfg.qmp_attach_timeout = Duration::from_millis(300);
+        cfg.qmp_retry_max = Duration::from_millis(200);
+        let d = QemuDriver::start(cfg, events.clone()).await.unwrap();
+        assert_eq!(
+            d.list_instances().await.unwrap(),
+            vec![(id, PowerState::NoState)]
+        );
+        assert_eq!(events.powers(id), vec![PowerState::NoState]);
+
+        let err = d.power_on(&spec(id)).await.unwrap_err();
+        assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+        assert!(err.to_string().contains(&pid.to_string()), "{err}");
+        for e in [
+            d.reboot(&spec(id), true).await.unwrap_err(),
+            d.power_off(&spec(id), 0).await.unwrap_err(),
+            d.rebuild(&spec(id), events.clone()).await.unwrap_err(),
+        ] {
+            assert!(matches!(e, Error::Conflict(_)), "{e:?}");
+        }
+        assert!(procfs::alive(pid), "the live QEMU was not killed");
+        assert_eq!(procfs::read_pid_file(&l.pid_file()), Some(pid));
+        assert_eq!(
+            std::fs::read(l.root_disk()).unwrap(),
+            b"the live guest's disk"
+        );
+        assert!(!events.powers(id).contains(&PowerState::Shutdown));
+        assert_eq!(
+            d.list_instances().await.unwrap(),
+            vec![(id, PowerState::NoState)]
+        );
+
+        // QMP answers again: the background retry re-attaches and reports the real state.
+        deaf.abort();
+        let _ = deaf.await;
+        std::fs::remove_file(l.qmp_socket()).unwrap();
+        let server = tokio::spawn(qmp::tests::fake_server(
+            UnixListener::bind(l.qmp_socket()).unwrap(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !events.powers(id).contains(&PowerState::Running) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never re-attached: {:?}",
+                events.powers(id)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            d.list_instances().await.unwrap(),
+            vec![(id, PowerState::Running)]
+        );
+
+        d.detach_all().await;
+        server.abort();
+        guest.kill().await.unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 }

@@ -234,14 +234,14 @@ fn parse(line: &str) -> Option<Msg> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
     use tokio::net::UnixListener;
 
     /// A scripted QMP server: answers each command by name, emitting an event before the
     /// reply to `cont`, and closing the connection on `quit`.
-    async fn fake_server(listener: UnixListener) {
+    pub(crate) async fn fake_server(listener: UnixListener) {
         let (stream, _) = listener.accept().await.unwrap();
         let (read, mut write) = stream.into_split();
         let greeting = r#"{"QMP": {"version": {"qemu": {"micro": 2, "minor": 0, "major": 10}, "package": ""}, "capabilities": ["oob"]}}"#;

@@ -244,3 +244,84 @@ async fn the_internal_api_needs_the_secret() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn an_empty_secret_is_refused_at_start() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nimbus"))
+        .args([
+            "agent",
+            "--controller",
+            "http://127.0.0.1:9",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret",
+            "",
+            "--driver",
+            "fake",
+        ])
+        .env("NIMBUS_LOG", "warn")
+        .env_remove("NIMBUS_AGENT_SECRET")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(20), out)
+        .await
+        .expect("an agent with an empty secret exits at once")
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secret is empty"), "{err}");
+    // The controller refuses one too: "Bearer " would let anybody in.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.control.agent_secret = Some(" ".into());
+    let err = nimbus::start(cfg).await.err().expect("refused").to_string();
+    assert!(err.contains("--agent-secret is empty"), "{err}");
+}
+
+/// An agent speaks only for the servers on its own host: events naming another host's
+/// server are refused (403) and change nothing; the same event from the server's own host
+/// is applied.
+#[tokio::test]
+async fn an_agent_cannot_post_events_for_another_hosts_server() {
+    let c = Cloud::start_with(|cfg| cfg.control.agent_secret = Some(SECRET.into())).await;
+    let a = &c.admin;
+    let img = c.image(a, "img", b"bytes").await;
+    // Created while the in-process agent is the only host, so it lands there.
+    let id = c.server(a, "s", &img, json!({})).await;
+    let local = host_of(&c.wait_status(a, &id, "ACTIVE").await);
+    let dir = tempfile::tempdir().unwrap();
+    let _beta = spawn_agent(&c.url, "127.0.0.3", "beta", dir.path(), 8);
+    wait_hosts(&c, &["beta"], &[]).await;
+    let hosts = c.control().hosts_list(&c.ctx(a).await).await.unwrap();
+    let host_id = |name: &str| {
+        hosts
+            .iter()
+            .find(|h| h.host.name == name)
+            .map(|h| h.host.id.to_string())
+            .unwrap()
+    };
+    let post = |host: String| {
+        c.http
+            .post(format!("{}/internal/v1/hosts/{host}/events", c.url))
+            .header("authorization", format!("Bearer {SECRET}"))
+            .json(
+                &json!([{"kind": "power_state", "server_id": id, "power_state": "shutdown",
+                           "reason": "spoofed"}]),
+            )
+            .send()
+    };
+    let r = post(host_id("beta")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap_or_default().contains(&id),
+        "{body}"
+    );
+    let (_, s) = c.get(a, &format!("/compute/v2.1/servers/{id}")).await;
+    assert_eq!(s["server"]["status"], "ACTIVE", "nothing was applied");
+    assert_eq!(s["server"]["OS-EXT-STS:power_state"], 1);
+
+    let r = post(host_id(&local)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    c.wait_status(a, &id, "SHUTOFF").await;
+}

@@ -360,6 +360,8 @@ async fn injected_faults_reach_clients() {
         s["fault"]["message"].as_str().unwrap().contains("spawn"),
         "{s}"
     );
+    // As in Nova, a failed build leaves the server on no host.
+    assert!(s["OS-EXT-SRV-ATTR:host"].is_null(), "{s}");
     // A typo in the fault is a 400 at create, not a broken build.
     let (st, body) = c
         .post(a, "/compute/v2.1/servers", json!({"server": {"name": "x", "imageRef": img, "flavorRef": "1", "metadata": {"nimbus:fault": "spwan"}}}))
