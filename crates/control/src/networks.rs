@@ -75,7 +75,8 @@ impl Control {
             .await
     }
 
-    pub(crate) async fn public_network(&self) -> Result<Network> {
+    /// The shared `public` network every server joins (created at first start).
+    pub async fn public_network(&self) -> Result<Network> {
         self.inner
             .store
             .networks_list(None)

@@ -249,7 +249,7 @@ struct CreateServer {
     image: String,
     #[serde(default)]
     keyname: Option<String>,
-    /// Absent: the public network, as every OpenStack create without networks gets.
+    /// Absent: the public network only; present: the public network and this one.
     #[serde(default)]
     network: Option<String>,
 }
@@ -258,13 +258,25 @@ async fn create(a: Alliance, JsonBody(body): JsonBody<CreateBody>) -> AllianceRe
     let req = body.server;
     let flavor_id = resolve_flavor(&a, &req.flavor).await?;
     let image_id = resolve_image(&a, &req.image).await?;
+    // Deviation from Nova (whose explicit networks replace the default one), following the
+    // seed: a server created with `"network": "private"` is on `public` *and* `private`
+    // (Examples 2 and 6 show both), public first so its NIC is ordinal 0 as in Cyclades.
     let network_request = match &req.network {
-        Some(n) => NetworkRequest::List(vec![RequestedNic {
-            network_id: Some(resolve_network(&a, n).await?.to_string()),
-            port_id: None,
-            fixed_ip: None,
-            tag: None,
-        }]),
+        Some(n) => {
+            let named = resolve_network(&a, n).await?;
+            let public = a.control().public_network().await?.id;
+            let nic = |id: NetworkId| RequestedNic {
+                network_id: Some(id.to_string()),
+                port_id: None,
+                fixed_ip: None,
+                tag: None,
+            };
+            let mut nics = vec![nic(public)];
+            if named != public {
+                nics.push(nic(named));
+            }
+            NetworkRequest::List(nics)
+        }
         None => NetworkRequest::Auto,
     };
     let created = a

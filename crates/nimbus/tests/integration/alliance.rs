@@ -66,14 +66,10 @@ async fn golden_fixtures() {
     let os = c.wait_status(a, &id, "ACTIVE").await;
     assert_eq!(os["name"], "demo_instance");
     assert_eq!(os["key_name"], "admin-key");
-    assert_eq!(
-        os["addresses"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>(),
-        ["private"]
-    );
+    // Named network plus `public`, as the seed's Examples 2 and 6 show.
+    let mut joined: Vec<&String> = os["addresses"].as_object().unwrap().keys().collect();
+    joined.sort();
+    assert_eq!(joined, ["private", "public"], "{os}");
 
     // List (Example 1) and get (Example 2).
     let (st, list) = c.get(a, "/servers").await;
@@ -100,6 +96,10 @@ async fn golden_fixtures() {
     assert_eq!(g["tenant_id"], json!(a.project_id));
     assert_eq!(g["hostId"], os["hostId"]);
     assert_eq!(g["addresses"], os["addresses"]);
+    assert_eq!(
+        g["networks"]["public"][0],
+        os["addresses"]["public"][0]["addr"]
+    );
     assert_eq!(
         g["networks"]["private"][0],
         os["addresses"]["private"][0]["addr"]
@@ -248,14 +248,18 @@ async fn names_ids_and_ambiguity() {
     assert_eq!(st, StatusCode::OK, "{v}");
     let by_ids = v["server"]["id"].as_str().unwrap().to_owned();
     let os = c.wait_status(&m, &by_ids, "ACTIVE").await;
-    assert_eq!(
-        os["addresses"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .collect::<Vec<_>>(),
-        ["lan"]
-    );
+    let mut joined: Vec<&String> = os["addresses"].as_object().unwrap().keys().collect();
+    joined.sort();
+    assert_eq!(joined, ["lan", "public"], "{os}");
+    // Naming `public` itself joins it once.
+    let (st, v) = c
+        .post(&m, "/servers", json!({"server": {"name": "on-public", "flavor": "1", "image": img2, "network": "public"}}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let on_public = v["server"]["id"].as_str().unwrap().to_owned();
+    let os = c.wait_status(&m, &on_public, "ACTIVE").await;
+    assert_eq!(os["addresses"]["public"].as_array().map(|a| a.len()), Some(2), "one NIC (v4 + v6): {os}");
+    assert_eq!(os["addresses"].as_object().unwrap().len(), 1, "{os}");
     let (st, _) = c
         .post(&m, "/servers", json!({"server": {"name": "by-net-name", "flavor": "m1.tiny", "image": img2, "network": "lan"}}))
         .await;
