@@ -258,7 +258,11 @@ async fn names_ids_and_ambiguity() {
     assert_eq!(st, StatusCode::OK, "{v}");
     let on_public = v["server"]["id"].as_str().unwrap().to_owned();
     let os = c.wait_status(&m, &on_public, "ACTIVE").await;
-    assert_eq!(os["addresses"]["public"].as_array().map(|a| a.len()), Some(2), "one NIC (v4 + v6): {os}");
+    assert_eq!(
+        os["addresses"]["public"].as_array().map(|a| a.len()),
+        Some(2),
+        "one NIC (v4 + v6): {os}"
+    );
     assert_eq!(os["addresses"].as_object().unwrap().len(), 1, "{os}");
     let (st, _) = c
         .post(&m, "/servers", json!({"server": {"name": "by-net-name", "flavor": "m1.tiny", "image": img2, "network": "lan"}}))
