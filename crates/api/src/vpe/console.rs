@@ -213,7 +213,7 @@ async fn page_inner(state: &VpeState, query: Option<&str>) -> Result<Response, E
         user,
         roles,
         ..
-    } = verify(&state.console_key, token, now_secs())?
+    } = verify(&state.app.console_key, token, now_secs())?
     else {
         return Err(Error::Unauthenticated(
             "The console token is invalid.".into(),
@@ -236,7 +236,7 @@ async fn page_inner(state: &VpeState, query: Option<&str>) -> Result<Response, E
     let s = control.server_get(&ctx, server).await?;
     let console = control.server_vnc_console(&ctx, server).await?;
     let socket = sign(
-        &state.console_key,
+        &state.app.console_key,
         &Claims::Socket {
             server,
             host: console.host,
@@ -287,7 +287,7 @@ async fn websocket(
         .ok_or_else(|| Error::Unauthenticated("The console socket needs a token.".into()))?;
     let Claims::Socket {
         server, host, port, ..
-    } = verify(&state.console_key, token, now_secs())?
+    } = verify(&state.app.console_key, token, now_secs())?
     else {
         return Err(Error::Unauthenticated("The console token is invalid.".into()).into());
     };

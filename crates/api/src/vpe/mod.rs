@@ -25,7 +25,6 @@ use fault::VpeError;
 use nimbus_model::Error;
 use nimbus_model::identity::Context;
 use nimbus_model::time::Timestamp;
-use std::sync::Arc;
 
 /// Path prefixes the VPE dialect owns (for `common::dialect_of`).
 pub const PREFIXES: &[&str] = &["/instances", "/disk_pools", "/disks", "/vnc"];
@@ -38,13 +37,11 @@ pub fn owns(path: &str) -> bool {
     })
 }
 
-/// State of the VPE routes: the shared application state plus the key that signs console
-/// tokens (random per process: console URLs are short-lived, so they need not survive a
-/// restart).
+/// State of the VPE routes: the shared application state (whose `console_key` signs console
+/// tokens; the Nova console calls issue the same URLs).
 #[derive(Clone)]
 pub struct VpeState {
     pub app: AppState,
-    pub console_key: Arc<[u8; 32]>,
 }
 
 /// Everything a VPE handler needs about an authenticated request.
@@ -134,10 +131,7 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for EmptyBody {
 }
 
 pub fn router(app: AppState) -> Router {
-    let state = VpeState {
-        app: app.clone(),
-        console_key: app.console_key.clone(),
-    };
+    let state = VpeState { app: app.clone() };
     let api = Router::new()
         .merge(instances::routes())
         .merge(metrics::routes())
