@@ -43,7 +43,10 @@ fn lookup<'a>(
     path.iter().try_fold(value, |v, seg| match seg {
         Segment::Seq { index } => v.get(*index),
         Segment::Map { key } => v.get(key.as_str()),
-        Segment::Enum { .. } | Segment::Unknown => Some(v),
+        // An enum variant names no deeper value; an unknown segment might, so nothing is
+        // quoted rather than the wrong (parent) value.
+        Segment::Enum { .. } => Some(v),
+        Segment::Unknown => None,
     })
 }
 
