@@ -258,6 +258,19 @@ async fn create(a: Alliance, JsonBody(body): JsonBody<CreateBody>) -> AllianceRe
     let req = body.server;
     let flavor_id = resolve_flavor(&a, &req.flavor).await?;
     let image_id = resolve_image(&a, &req.image).await?;
+    // Checked here so the fault names the seed's field (`keyname`), not the core's.
+    if let Some(k) = &req.keyname {
+        match a.control().keypair_get(&a.ctx, k, None).await {
+            Ok(_) => {}
+            Err(Error::NotFound(_)) => {
+                return Err(Error::invalid(format!(
+                    "Invalid input for field/attribute keyname. No key pair named '{k}' was found."
+                ))
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     // Deviation from Nova (whose explicit networks replace the default one), following the
     // seed: a server created with `"network": "private"` is on `public` *and* `private`
     // (Examples 2 and 6 show both), public first so its NIC is ordinal 0 as in Cyclades.

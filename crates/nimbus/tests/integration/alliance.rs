@@ -272,7 +272,11 @@ async fn names_ids_and_ambiguity() {
         ("flavor", "m9.huge", "No flavor named 'm9.huge'"),
         ("image", "nothing", "No image named 'nothing'"),
         ("network", "nowhere", "No network named 'nowhere'"),
-        ("keyname", "no-key", "key_name"),
+        (
+            "keyname",
+            "no-key",
+            "attribute keyname. No key pair named 'no-key'",
+        ),
     ] {
         let mut b = json!({"server": {"name": "x", "flavor": "m1.tiny", "image": img2}});
         b["server"][field] = json!(value);
