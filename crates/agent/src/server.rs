@@ -36,7 +36,9 @@ pub fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-        Error::Conflict(_) | Error::InUse(_) | Error::AlreadyExists(_) => StatusCode::CONFLICT,
+        Error::Conflict(_) | Error::Exhausted(_) | Error::InUse(_) | Error::AlreadyExists(_) => {
+            StatusCode::CONFLICT
+        }
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,

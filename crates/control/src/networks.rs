@@ -106,6 +106,7 @@ impl Control {
             .ok_or_else(|| Error::not_found(format!("Network {id} could not be found.")))
     }
 
+    /// By serial, deleted ones included (`deleted` set); every change below refuses them.
     pub async fn network_get_by_serial(&self, ctx: &Context, serial: i64) -> Result<Network> {
         self.inner
             .store

@@ -297,7 +297,7 @@ impl From<&Error> for AgentError {
         let kind = match e {
             Error::NotFound(_) => "not_found",
             Error::InvalidRequest(_) => "invalid",
-            Error::Conflict(_) | Error::InUse(_) => "conflict",
+            Error::Conflict(_) | Error::Exhausted(_) | Error::InUse(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
             Error::NotImplemented(_) => "not_implemented",
             _ => "internal",

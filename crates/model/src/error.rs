@@ -23,6 +23,10 @@ pub enum Error {
     /// The resource is in a state that does not allow the request.
     #[error("{0}")]
     Conflict(String),
+    /// A finite pool has no free member (a network's IPv4 addresses). A conflict in every
+    /// dialect; its own kind because Cyclades names it `conflict`, unlike a state conflict.
+    #[error("{0}")]
+    Exhausted(String),
     /// The resource is in use and cannot be removed (Cyclades answers 421, OpenStack 409).
     #[error("{0}")]
     InUse(String),
@@ -80,6 +84,28 @@ impl Error {
 
     pub fn image_not_found(id: impl std::fmt::Display) -> Self {
         Error::NotFound(format!("Image {id} could not be found."))
+    }
+
+    /// The same kind with its client message rewritten (internal context is left alone).
+    /// Dialects use it to name resources the way their clients know them.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        use Error::*;
+        match self {
+            NotFound(m) => NotFound(f(m)),
+            AlreadyExists(m) => AlreadyExists(f(m)),
+            InvalidRequest(m) => InvalidRequest(f(m)),
+            Conflict(m) => Conflict(f(m)),
+            Exhausted(m) => Exhausted(f(m)),
+            InUse(m) => InUse(f(m)),
+            OverQuota(m) => OverQuota(f(m)),
+            NoValidHost(m) => NoValidHost(f(m)),
+            Unauthenticated(m) => Unauthenticated(f(m)),
+            Forbidden(m) => Forbidden(f(m)),
+            Unavailable(m) => Unavailable(f(m)),
+            NotImplemented(m) => NotImplemented(f(m)),
+            PayloadTooLarge(m) => PayloadTooLarge(f(m)),
+            Internal(m) => Internal(m),
+        }
     }
 
     /// The message that may be shown to a client. Internal errors get a generic text.

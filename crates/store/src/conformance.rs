@@ -1206,9 +1206,21 @@ pub async fn networks_and_nics(store: Arc<dyn Store>) {
         })
         .await;
     assert!(
-        matches!(full, Err(Error::Conflict(ref m)) if m.contains("No more IP addresses")),
+        matches!(full, Err(Error::Exhausted(ref m)) if m.contains("No more IP addresses")),
         "{full:?}"
     );
+    // The failed allocation took no ordinal.
+    let fifth = store
+        .nic_allocate(NicAllocation {
+            server_id: other.id,
+            server_serial: other.serial,
+            network_id: public.id,
+            firewall: FirewallProfile::Enabled,
+            fixed_ip: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(fifth.ordinal, 4);
     // Reads carry the network name; firewall updates stick.
     let mine = store.nics_for_servers(vec![s.id]).await.unwrap();
     assert_eq!(
@@ -1229,21 +1241,53 @@ pub async fn networks_and_nics(store: Arc<dyn Store>) {
         store.network_delete(private.id).await,
         Err(Error::InUse(_))
     ));
-    assert_eq!(store.nics_release(other.id).await.unwrap(), 4);
+    assert_eq!(store.nics_release(other.id).await.unwrap(), 5);
     assert!(store.nic_delete(n1.id).await.unwrap());
     assert!(!store.nic_delete(n1.id).await.unwrap());
     store.network_delete(private.id).await.unwrap();
     assert!(store.network_get(private.id).await.unwrap().is_none());
+    // By serial a deleted network is still found, marked deleted (Cyclades shows DELETED).
+    let gone = store
+        .network_get_by_serial(private.serial)
+        .await
+        .unwrap()
+        .expect("deleted network by serial");
+    assert!(gone.deleted);
+    assert_eq!(gone.status, nimbus_model::network::NetworkStatus::Deleted);
     assert!(matches!(
         store.network_delete(private.id).await,
         Err(Error::NotFound(_))
     ));
-    // A released address is reused.
+    // A released address is reused; a removed NIC's ordinal is not (n1 had 1).
     let again = store.nic_allocate(alloc(public.id, None)).await.unwrap();
-    assert_eq!(again.ipv4.as_deref(), Some("10.0.0.3"));
+    assert_eq!(
+        (again.ordinal, again.ipv4.as_deref()),
+        (3, Some("10.0.0.3"))
+    );
     store.nic_delete(n0.id).await.unwrap();
     let reused = store.nic_allocate(alloc(public.id, None)).await.unwrap();
-    assert_eq!(reused.ipv4.as_deref(), Some("10.0.0.2"));
+    assert_eq!(
+        (reused.ordinal, reused.ipv4.as_deref()),
+        (4, Some("10.0.0.2"))
+    );
+    // Not even the highest one: removing the last NIC does not free its ordinal.
+    let last = store.nic_allocate(alloc(public.id, None)).await.unwrap();
+    assert_eq!(last.ordinal, 5);
+    assert!(store.nic_delete(last.id).await.unwrap());
+    let after_last = store.nic_allocate(alloc(public.id, None)).await.unwrap();
+    assert_eq!(after_last.ordinal, 6);
+    // Releasing every NIC of a server restarts its ordinals.
+    let first = store
+        .nic_allocate(NicAllocation {
+            server_id: other.id,
+            server_serial: other.serial,
+            network_id: public.id,
+            firewall: FirewallProfile::Enabled,
+            fixed_ip: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.ordinal, 0);
     // Renames are guarded.
     let mut renamed = store.network_get(public.id).await.unwrap().unwrap();
     let stale = renamed.clone();

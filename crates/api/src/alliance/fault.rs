@@ -46,9 +46,10 @@ pub fn render(e: &AllianceError) -> Response {
         AllianceError::Core(core) => {
             let status = match core {
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
-                Error::AlreadyExists(_) | Error::Conflict(_) | Error::InUse(_) => {
-                    StatusCode::CONFLICT
-                }
+                Error::AlreadyExists(_)
+                | Error::Conflict(_)
+                | Error::Exhausted(_)
+                | Error::InUse(_) => StatusCode::CONFLICT,
                 Error::InvalidRequest(_) | Error::NoValidHost(_) => StatusCode::BAD_REQUEST,
                 Error::OverQuota(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
                 Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,

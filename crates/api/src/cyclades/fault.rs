@@ -3,13 +3,15 @@
 //! statuses are chosen for errors.
 //!
 //! Where the seed and Nova differ: state conflicts are 409 `buildInProgress` (the seed's only
-//! 409), quota and size limits are 413 `overLimit`, a network that still has NICs is 421
+//! 409), an exhausted address pool is Synnefo's 409 `conflict` (`logic/ips.py`), quota and size limits are 413 `overLimit`, a network that still has NICs is 421
 //! `networkInUse`, and an action this deployment cannot perform is 503
 //! `serviceUnavailable` ("Action not supported", as the seed words it).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use nimbus_model::Error;
+use nimbus_model::network::Network;
+use nimbus_model::server::Server;
 
 /// The error type Cyclades handlers return.
 #[derive(Debug)]
@@ -37,6 +39,31 @@ impl IntoResponse for CycladesError {
 
 pub type CyResult<T = Response> = Result<T, CycladesError>;
 
+/// Core messages name servers and networks by UUID; a Cyclades client knows them only by
+/// their numeric ids. Rewrites each `(core wording, Cyclades wording)` pair a handler knows
+/// into the message, so no fault names an id the client never saw.
+pub fn in_cyclades_terms(e: Error, terms: &[(String, String)]) -> Error {
+    e.map_message(|m| {
+        terms
+            .iter()
+            .fold(m, |m, (from, to)| m.replace(from.as_str(), to))
+    })
+}
+
+/// How core messages name a server (Nova's "Instance <uuid>"), and how Cyclades does.
+pub fn server_terms(s: &Server) -> Vec<(String, String)> {
+    vec![
+        (format!("Instance {}", s.id), format!("Server {}", s.serial)),
+        (format!("instance {}", s.id), format!("server {}", s.serial)),
+        (s.id.to_string(), s.serial.to_string()),
+    ]
+}
+
+/// A network's UUID and its Cyclades id (`public` or its serial).
+pub fn network_terms(n: &Network, cyclades_id: &str) -> Vec<(String, String)> {
+    vec![(n.id.to_string(), cyclades_id.to_owned())]
+}
+
 /// Status code and fault name of each core error kind.
 pub fn classify(e: &Error) -> (u16, &'static str) {
     match e {
@@ -45,7 +72,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
         Error::Forbidden(_) => (403, "forbidden"),
         Error::NotFound(_) => (404, "itemNotFound"),
         Error::Conflict(_) => (409, "buildInProgress"),
-        Error::AlreadyExists(_) => (409, "conflict"),
+        Error::AlreadyExists(_) | Error::Exhausted(_) => (409, "conflict"),
         Error::OverQuota(_) | Error::PayloadTooLarge(_) => (413, "overLimit"),
         Error::InUse(_) => (421, "networkInUse"),
         Error::NoValidHost(_) | Error::Unavailable(_) | Error::NotImplemented(_) => {
@@ -85,6 +112,7 @@ mod tests {
             (Error::not_found("x"), 404, "itemNotFound"),
             (Error::conflict("x"), 409, "buildInProgress"),
             (Error::AlreadyExists("x".into()), 409, "conflict"),
+            (Error::Exhausted("x".into()), 409, "conflict"),
             (Error::OverQuota("x".into()), 413, "overLimit"),
             (Error::PayloadTooLarge("x".into()), 413, "overLimit"),
             (Error::InUse("x".into()), 421, "networkInUse"),

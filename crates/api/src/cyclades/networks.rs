@@ -4,7 +4,8 @@
 //! server joins can be read but not changed (403).
 
 use super::fault::{CyResult, CycladesError};
-use super::servers::{live_server, network_by_ref, network_ref, public_network};
+use super::fault::{in_cyclades_terms, network_terms, server_terms};
+use super::servers::{any_network, live_network, live_server, network_ref, public_network};
 use super::{Cy, empty, time};
 use crate::AppState;
 use crate::common::body::{JsonBody, from_value};
@@ -32,6 +33,10 @@ pub fn routes() -> Router<AppState> {
 /// NIC ids on `n`. On the public network, which every project shares, a caller sees only
 /// the NICs of its own servers.
 async fn attachments(cy: &Cy, n: &Network) -> Result<Vec<String>, Error> {
+    // A network is deleted only once no NIC is left on it.
+    if n.deleted {
+        return Ok(Vec::new());
+    }
     if n.public {
         let servers = cy
             .control()
@@ -102,7 +107,7 @@ async fn detail(cy: Cy) -> CyResult {
 }
 
 async fn show(cy: Cy, Path(id): Path<String>) -> CyResult {
-    let n = network_by_ref(&cy, &id).await?;
+    let n = any_network(&cy, &id).await?;
     let public = public_network(&cy).await?.id;
     Ok(crate::common::json(
         StatusCode::OK,
@@ -180,16 +185,20 @@ struct RenameBody {
 }
 
 async fn rename(cy: Cy, Path(id): Path<String>, JsonBody(b): JsonBody<RenameBody>) -> CyResult {
-    let n = network_by_ref(&cy, &id).await?;
+    let n = live_network(&cy, &id).await?;
     cy.control()
         .network_rename(&cy.ctx, n.id, &b.network.name)
-        .await?;
+        .await
+        .map_err(|e| in_cyclades_terms(e, &network_terms(&n, &id)))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 async fn delete(cy: Cy, Path(id): Path<String>) -> CyResult {
-    let n = network_by_ref(&cy, &id).await?;
-    cy.control().network_delete(&cy.ctx, n.id).await?;
+    let n = live_network(&cy, &id).await?;
+    cy.control()
+        .network_delete(&cy.ctx, n.id)
+        .await
+        .map_err(|e| in_cyclades_terms(e, &network_terms(&n, &id)))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -226,12 +235,20 @@ async fn action(cy: Cy, Path(id): Path<String>, JsonBody(body): JsonBody<Value>)
         Some(ServerRef::Str(s)) => s,
         None => return Err(Error::invalid("Missing serverRef.").into()),
     };
-    let n = network_by_ref(&cy, &id).await?;
+    let n = live_network(&cy, &id).await?;
     let s = live_server(&cy, &server_ref).await?;
-    if name == "add" {
-        cy.control().network_connect(&cy.ctx, n.id, s.id).await?;
+    let done = if name == "add" {
+        cy.control()
+            .network_connect(&cy.ctx, n.id, s.id)
+            .await
+            .map(drop)
     } else {
-        cy.control().network_disconnect(&cy.ctx, n.id, s.id).await?;
-    }
+        cy.control().network_disconnect(&cy.ctx, n.id, s.id).await
+    };
+    done.map_err(|e| {
+        let mut terms = network_terms(&n, &id);
+        terms.extend(server_terms(&s));
+        in_cyclades_terms(e, &terms)
+    })?;
     Ok(empty(StatusCode::ACCEPTED))
 }

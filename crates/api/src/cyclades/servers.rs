@@ -2,13 +2,14 @@
 //! rename, delete, addresses (`/ips`), metadata, actions and the diagnostics log; and the
 //! Cyclades server and NIC views.
 
-use super::fault::CyResult;
+use super::fault::{CyResult, in_cyclades_terms, network_terms, server_terms};
 use super::{Cy, empty, parse_serial, time};
 use crate::AppState;
 use crate::common::body::{JsonBody, from_value};
 use axum::Router;
 use axum::extract::Path;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::{get, post};
 use base64::Engine as _;
 use nimbus_control::servers::{
@@ -118,8 +119,18 @@ pub fn network_ref(n_id: NetworkId, serial: i64, public: NetworkId) -> String {
     }
 }
 
-/// A network named in a path or body: `public` or a serial.
-pub async fn network_by_ref(cy: &Cy, raw: &str) -> Result<Network, Error> {
+/// A network that may be changed or joined: the seed's 400 for a deleted one.
+pub async fn live_network(cy: &Cy, raw: &str) -> Result<Network, Error> {
+    let n = any_network(cy, raw).await?;
+    if n.deleted {
+        return Err(Error::invalid(format!("Network {raw} has been deleted.")));
+    }
+    Ok(n)
+}
+
+/// A network named in a path or body: `public` or a serial, deleted ones included (details
+/// show them as DELETED, as Synnefo's `get_network` does).
+pub async fn any_network(cy: &Cy, raw: &str) -> Result<Network, Error> {
     if raw == "public" {
         return public_network(cy).await;
     }
@@ -455,18 +466,20 @@ async fn create(cy: Cy, JsonBody(body): JsonBody<CreateBody>) -> CyResult {
     let image = resolve_image(&cy, &req.image_ref).await?;
     let mut metadata = image_metadata(&image);
     metadata.extend(req.metadata.unwrap_or_default());
+    // How faults about the networks asked for name them (by their Cyclades ids).
+    let mut terms = Vec::new();
     let networks = match req.networks {
         None => NetworkRequest::Auto,
         Some(list) if list.is_empty() => NetworkRequest::None,
         Some(list) => {
             let mut nics = Vec::with_capacity(list.len());
             for n in list {
-                let net = network_by_ref(&cy, &n.uuid.text())
-                    .await
-                    .map_err(|e| match e {
-                        Error::NotFound(m) => Error::invalid(m),
-                        e => e,
-                    })?;
+                let raw = n.uuid.text();
+                let net = live_network(&cy, &raw).await.map_err(|e| match e {
+                    Error::NotFound(m) => Error::invalid(m),
+                    e => e,
+                })?;
+                terms.extend(network_terms(&net, &raw));
                 nics.push(RequestedNic {
                     network_id: Some(net.id.to_string()),
                     port_id: None,
@@ -501,7 +514,17 @@ async fn create(cy: Cy, JsonBody(body): JsonBody<CreateBody>) -> CyResult {
                 ..Default::default()
             },
         )
-        .await?;
+        .await;
+    let created = match created {
+        Ok(c) => c,
+        Err(e) => {
+            // Every server joins the public network: a fault may name it too.
+            if let Ok(public) = public_network(&cy).await {
+                terms.extend(network_terms(&public, "public"));
+            }
+            return Err(in_cyclades_terms(e, &terms).into());
+        }
+    };
     let s = created
         .servers
         .first()
@@ -548,13 +571,17 @@ async fn rename(cy: Cy, Path(id): Path<String>, JsonBody(b): JsonBody<RenameBody
                 ..Default::default()
             },
         )
-        .await?;
+        .await
+        .map_err(|e| in_cyclades_terms(e, &server_terms(&s)))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 async fn delete(cy: Cy, Path(id): Path<String>) -> CyResult {
     let s = writable_server(&cy, &id).await?;
-    cy.control().server_delete(&cy.ctx, s.id).await?;
+    cy.control()
+        .server_delete(&cy.ctx, s.id)
+        .await
+        .map_err(|e| in_cyclades_terms(e, &server_terms(&s)))?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
@@ -572,7 +599,7 @@ async fn ips(cy: Cy, Path(id): Path<String>) -> CyResult {
 
 async fn ips_by_network(cy: Cy, Path((id, network)): Path<(String, String)>) -> CyResult {
     let s = live_server(&cy, &id).await?;
-    let net = network_by_ref(&cy, &network).await?;
+    let net = any_network(&cy, &network).await?;
     let public = public_network(&cy).await?.id;
     let nic = s
         .nics
@@ -615,7 +642,8 @@ async fn metadata_merge(
     let all = cy
         .control()
         .server_metadata_set(&cy.ctx, s.id, b.metadata, false)
-        .await?;
+        .await
+        .map_err(|e| in_cyclades_terms(e, &server_terms(&s)))?;
     Ok(crate::common::json(
         StatusCode::CREATED,
         json!({"metadata": all}),
@@ -644,7 +672,8 @@ async fn metadatum_put(
     let all = cy
         .control()
         .server_metadata_set(&cy.ctx, s.id, md, false)
-        .await?;
+        .await
+        .map_err(|e| in_cyclades_terms(e, &server_terms(&s)))?;
     Ok(crate::common::json(
         StatusCode::CREATED,
         json!({word: {key.clone(): all.get(&key)}}),
@@ -658,7 +687,7 @@ async fn metadatum_delete(cy: Cy, Path((id, key)): Path<(String, String)>) -> Cy
         .await
         .map_err(|e| match e {
             Error::NotFound(_) => Error::not_found(format!("Metadata key {key} not found.")),
-            e => e,
+            e => in_cyclades_terms(e, &server_terms(&s)),
         })?;
     Ok(empty(StatusCode::NO_CONTENT))
 }
@@ -720,9 +749,16 @@ async fn action(cy: Cy, Path(id): Path<String>, JsonBody(body): JsonBody<Value>)
     }
     let raw = arg_value(&name, raw)?;
     let s = writable_server(&cy, &id).await?;
+    perform(&cy, &s, &name, raw)
+        .await
+        .map_err(|e| in_cyclades_terms(e, &server_terms(&s)).into())
+}
+
+/// Run a known action on a live, writable server.
+async fn perform(cy: &Cy, s: &Server, name: &str, raw: Value) -> Result<Response, Error> {
     let c = cy.control();
     let run = |a: ServerAction| c.server_action(&cy.ctx, s.id, a);
-    match name.as_str() {
+    match name {
         "start" => {
             run(ServerAction::Start).await?;
         }
@@ -730,27 +766,25 @@ async fn action(cy: Cy, Path(id): Path<String>, JsonBody(body): JsonBody<Value>)
             run(ServerAction::Stop).await?;
         }
         "reboot" => {
-            let a: RebootArgs = nested(&name, raw)?;
+            let a: RebootArgs = nested(name, raw)?;
             let hard = match a.kind.to_ascii_uppercase().as_str() {
                 "SOFT" => false,
                 "HARD" => true,
                 other => {
                     return Err(Error::invalid(format!(
                         "Invalid reboot type '{other}': must be SOFT or HARD."
-                    ))
-                    .into());
+                    )));
                 }
             };
             run(ServerAction::Reboot { hard }).await?;
         }
         "console" => {
-            let a: ConsoleArgs = nested(&name, raw)?;
+            let a: ConsoleArgs = nested(name, raw)?;
             if a.kind != "vnc" {
                 return Err(Error::invalid(format!(
                     "Console type '{}' is not supported: only vnc is.",
                     a.kind
-                ))
-                .into());
+                )));
             }
             let console = c.server_vnc_console(&cy.ctx, s.id).await?;
             return Ok(crate::common::json(
@@ -764,7 +798,7 @@ async fn action(cy: Cy, Path(id): Path<String>, JsonBody(body): JsonBody<Value>)
             ));
         }
         _ => {
-            let a: FirewallArgs = nested(&name, raw)?;
+            let a: FirewallArgs = nested(name, raw)?;
             let profile =
                 FirewallProfile::parse(&a.profile.to_ascii_uppercase()).ok_or_else(|| {
                     Error::invalid(format!(

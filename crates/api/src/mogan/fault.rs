@@ -42,9 +42,10 @@ pub fn status_and_message(e: &MoganError) -> (StatusCode, String) {
         MoganError::Core(core) => {
             let status = match core {
                 Error::NotFound(_) => StatusCode::NOT_FOUND,
-                Error::AlreadyExists(_) | Error::Conflict(_) | Error::InUse(_) => {
-                    StatusCode::CONFLICT
-                }
+                Error::AlreadyExists(_)
+                | Error::Conflict(_)
+                | Error::Exhausted(_)
+                | Error::InUse(_) => StatusCode::CONFLICT,
                 Error::InvalidRequest(_) | Error::NoValidHost(_) => StatusCode::BAD_REQUEST,
                 // Mogan's quota and policy failures are both 403s.
                 Error::OverQuota(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -100,6 +101,7 @@ mod tests {
             (MoganError::Core(Error::not_found("x")), 404),
             (MoganError::Core(Error::conflict("x")), 409),
             (MoganError::Core(Error::InUse("x".into())), 409),
+            (MoganError::Core(Error::Exhausted("x".into())), 409),
             (MoganError::Core(Error::invalid("x")), 400),
             (MoganError::Core(Error::OverQuota("x".into())), 403),
             (MoganError::Core(Error::Forbidden("x".into())), 403),

@@ -28,7 +28,7 @@ pub type VpeResult<T = Response> = Result<T, VpeError>;
 pub fn classify(e: &Error) -> (StatusCode, &'static str) {
     match e {
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
-        Error::AlreadyExists(_) | Error::Conflict(_) | Error::InUse(_) => {
+        Error::AlreadyExists(_) | Error::Conflict(_) | Error::Exhausted(_) | Error::InUse(_) => {
             (StatusCode::CONFLICT, "Conflict")
         }
         Error::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
@@ -84,6 +84,7 @@ mod tests {
             (Error::not_found("x"), 404, "NotFound"),
             (Error::conflict("x"), 409, "Conflict"),
             (Error::InUse("x".into()), 409, "Conflict"),
+            (Error::Exhausted("x".into()), 409, "Conflict"),
             (Error::AlreadyExists("x".into()), 409, "Conflict"),
             (Error::invalid("x"), 400, "BadRequest"),
             (Error::NoValidHost("x".into()), 503, "NoValidHost"),

@@ -518,12 +518,13 @@ async fn bad_input_answers_cyclades_faults() {
     )
     .await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
-    // Starting a running server is a state conflict: 409 buildInProgress... or accepted as a
-    // no-op, never a 500.
-    let (st, _) = post(&c, &s, &action, json!({"start": {}})).await;
-    assert!(
-        st == StatusCode::CONFLICT || st == StatusCode::ACCEPTED,
-        "{st}"
+    // Starting a running server is a state conflict: 409 buildInProgress, naming the server
+    // by the id the client used (never the core's UUID).
+    let (st, v) = post(&c, &s, &action, json!({"start": {}})).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(
+        v["buildInProgress"]["message"],
+        format!("Cannot 'start' server {serial} while it is in vm_state active")
     );
 
     // Personality: over 10240 bytes is 413 overLimit; not base64 is 400.
@@ -877,10 +878,14 @@ async fn networks_nics_and_firewall_profiles() {
         json!([format!("nic-{serial}-0")])
     );
 
-    // In use: 421 networkInUse.
+    // In use: 421 networkInUse, naming the network by its Cyclades id.
     let (st, v) = cy(&c, &s, Method::DELETE, &format!("/networks/{net}"), None).await;
     assert_eq!(st.as_u16(), 421, "{v}");
     assert_eq!(fault_name(&v, 421), "networkInUse");
+    assert_eq!(
+        v["networkInUse"]["message"],
+        format!("Network {net} is in use: 1 interface(s) are attached.")
+    );
     // The public network cannot be touched: 403.
     let (st, v) = cy(&c, &s, Method::DELETE, "/networks/public", None).await;
     assert_eq!(
@@ -946,18 +951,57 @@ async fn networks_nics_and_firewall_profiles() {
     .await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
-    // Disconnect, then the network can go.
-    let (st, _) = post(
-        &c,
-        &s,
-        &format!("/networks/{net}/action"),
-        json!({"remove": {"serverRef": serial}}),
-    )
-    .await;
+    // Disconnect; removing it again names the server and network as the client knows them.
+    let remove = json!({"remove": {"serverRef": serial}});
+    let (st, _) = post(&c, &s, &format!("/networks/{net}/action"), remove.clone()).await;
     assert_eq!(st, StatusCode::ACCEPTED);
+    let (st, v) = post(&c, &s, &format!("/networks/{net}/action"), remove.clone()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(
+        v["itemNotFound"]["message"],
+        format!("Server {serial} is not connected to network {net}.")
+    );
+    // Reconnected, the server gets a new NIC id: nic-<serial>-1 named the removed NIC.
+    let add = json!({"add": {"serverRef": serial}});
+    let (st, _) = post(&c, &s, &format!("/networks/{net}/action"), add.clone()).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let (_, v) = get(&c, &s, &format!("/networks/{net}")).await;
+    assert_eq!(
+        v["network"]["attachments"],
+        json!([format!("nic-{serial}-2")])
+    );
+    let (st, _) = post(&c, &s, &format!("/networks/{net}/action"), remove.clone()).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    // Then the network can go. Synnefo keeps it visible as DELETED; changing, joining or
+    // deleting it again is the seed's 400 "network already deleted".
     let (st, _) = cy(&c, &s, Method::DELETE, &format!("/networks/{net}"), None).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
-    let (st, _) = get(&c, &s, &format!("/networks/{net}")).await;
+    let (st, v) = get(&c, &s, &format!("/networks/{net}")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["network"]["status"], "DELETED");
+    assert_eq!(v["network"]["attachments"], json!([]));
+    let gone = format!("Network {net} has been deleted.");
+    let (st, v) = cy(&c, &s, Method::DELETE, &format!("/networks/{net}"), None).await;
+    assert_eq!(
+        (st, fault_name(&v, 400).as_str()),
+        (StatusCode::BAD_REQUEST, "badRequest")
+    );
+    assert_eq!(v["badRequest"]["message"], gone);
+    let (st, v) = cy(
+        &c,
+        &s,
+        Method::PUT,
+        &format!("/networks/{net}"),
+        Some(json!({"network": {"name": "again"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["badRequest"]["message"], gone);
+    let (st, v) = post(&c, &s, &format!("/networks/{net}/action"), add).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["badRequest"]["message"], gone);
+    // A network that never existed is still a 404.
+    let (st, _) = cy(&c, &s, Method::DELETE, "/networks/9999", None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     let (_, v) = get(&c, &s, "/networks").await;
     assert_eq!(v["networks"], json!([{"id": "public", "name": "public"}]));

@@ -22,6 +22,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     migration!("0003_stats"),
     migration!("0004_volumes"),
     migration!("0005_server_order"),
+    migration!("0006_nic_ordinals"),
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -98,13 +98,23 @@ fn allocate(tx: &Transaction<'_>, req: &NicAllocation) -> Result<Nic> {
         [req.network_id.to_string()],
     )?
     .ok_or_else(|| Error::not_found(format!("Network {} could not be found.", req.network_id)))?;
+    // Never reuse an ordinal (see migration 0006); NICs made before the counter existed
+    // still count through MAX(ordinal). Rolled back with the rest if the allocation fails.
     let ordinal: i64 = tx
         .query_row(
-            "SELECT COALESCE(MAX(ordinal) + 1, 0) FROM nics WHERE server_id = ?1",
+            "SELECT MAX( \
+                 COALESCE((SELECT next FROM nic_ordinals WHERE server_id = ?1), 0), \
+                 COALESCE((SELECT MAX(ordinal) + 1 FROM nics WHERE server_id = ?1), 0))",
             [req.server_id.to_string()],
             |r| r.get(0),
         )
         .map_err(db_err)?;
+    tx.execute(
+        "INSERT INTO nic_ordinals (server_id, next) VALUES (?1, ?2) \
+         ON CONFLICT (server_id) DO UPDATE SET next = excluded.next",
+        rusqlite::params![req.server_id.to_string(), ordinal + 1],
+    )
+    .map_err(db_err)?;
     let ipv4 = match &net.cidr {
         None => {
             if req.fixed_ip.is_some() {
@@ -155,7 +165,7 @@ fn allocate(tx: &Transaction<'_>, req: &NicAllocation) -> Result<Nic> {
                 None => Some(
                     first_free_ipv4(&cidr, gateway, &used)
                         .ok_or_else(|| {
-                            Error::conflict(format!(
+                            Error::Exhausted(format!(
                                 "No more IP addresses available on network {}.",
                                 net.id
                             ))
@@ -252,11 +262,7 @@ impl NetworkStore for SqliteStore {
 
     async fn network_get_by_serial(&self, serial: i64) -> Result<Option<Network>> {
         self.read_point(move |c| {
-            query_doc(
-                c,
-                "SELECT doc FROM networks WHERE serial = ?1 AND deleted = 0",
-                [serial],
-            )
+            query_doc(c, "SELECT doc FROM networks WHERE serial = ?1", [serial])
         })
         .await
     }
@@ -364,6 +370,11 @@ impl NetworkStore for SqliteStore {
 
     async fn nics_release(&self, server: ServerId) -> Result<u64> {
         self.write(move |tx| {
+            tx.execute(
+                "DELETE FROM nic_ordinals WHERE server_id = ?1",
+                [server.to_string()],
+            )
+            .map_err(db_err)?;
             Ok(tx
                 .execute(
                     "DELETE FROM nics WHERE server_id = ?1",

@@ -44,7 +44,9 @@ fn fault_name(code: u16) -> &'static str {
 pub fn status(e: &Error) -> StatusCode {
     match e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::AlreadyExists(_) | Error::Conflict(_) | Error::InUse(_) => StatusCode::CONFLICT,
+        Error::AlreadyExists(_) | Error::Conflict(_) | Error::Exhausted(_) | Error::InUse(_) => {
+            StatusCode::CONFLICT
+        }
         Error::InvalidRequest(_) | Error::NoValidHost(_) => StatusCode::BAD_REQUEST,
         // Nova answers quota exhaustion on create/update with 403.
         Error::OverQuota(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -81,6 +83,7 @@ mod tests {
             (Error::not_found("x"), 404, "itemNotFound"),
             (Error::conflict("x"), 409, "conflictingRequest"),
             (Error::InUse("x".into()), 409, "conflictingRequest"),
+            (Error::Exhausted("x".into()), 409, "conflictingRequest"),
             (Error::AlreadyExists("x".into()), 409, "conflictingRequest"),
             (Error::invalid("x"), 400, "badRequest"),
             (Error::OverQuota("x".into()), 403, "forbidden"),

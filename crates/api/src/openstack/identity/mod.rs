@@ -20,7 +20,7 @@ use nimbus_model::Error;
 pub fn fault(e: &Error) -> Response {
     let (status, title) = match e {
         Error::NotFound(_) => (StatusCode::NOT_FOUND, "Not Found"),
-        Error::AlreadyExists(_) | Error::Conflict(_) | Error::InUse(_) => {
+        Error::AlreadyExists(_) | Error::Conflict(_) | Error::Exhausted(_) | Error::InUse(_) => {
             (StatusCode::CONFLICT, "Conflict")
         }
         Error::InvalidRequest(_) | Error::NoValidHost(_) => {

@@ -41,7 +41,9 @@ fn title(status: StatusCode) -> &'static str {
 pub fn status(e: &Error) -> StatusCode {
     match e {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::AlreadyExists(_) | Error::Conflict(_) | Error::InUse(_) => StatusCode::CONFLICT,
+        Error::AlreadyExists(_) | Error::Conflict(_) | Error::Exhausted(_) | Error::InUse(_) => {
+            StatusCode::CONFLICT
+        }
         Error::InvalidRequest(_) | Error::NoValidHost(_) => StatusCode::BAD_REQUEST,
         // Glance's quotas (tags, properties, size) are 413s.
         Error::OverQuota(_) | Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
