@@ -43,11 +43,14 @@ pub type CyResult<T = Response> = Result<T, CycladesError>;
 /// their numeric ids. Rewrites each `(core wording, Cyclades wording)` pair a handler knows
 /// into the message, so no fault names an id the client never saw.
 pub fn in_cyclades_terms(e: Error, terms: &[(String, String)]) -> Error {
-    e.map_message(|m| {
-        terms
-            .iter()
-            .fold(m, |m, (from, to)| m.replace(from.as_str(), to))
-    })
+    e.map_message(|m| text_in_cyclades_terms(m, terms))
+}
+
+/// [`in_cyclades_terms`] for any text shown to the client (log entries, fault records).
+pub fn text_in_cyclades_terms(text: String, terms: &[(String, String)]) -> String {
+    terms
+        .iter()
+        .fold(text, |t, (from, to)| t.replace(from.as_str(), to))
 }
 
 /// How core messages name a server (Nova's "Instance <uuid>"), and how Cyclades does.

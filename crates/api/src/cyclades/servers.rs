@@ -2,7 +2,9 @@
 //! rename, delete, addresses (`/ips`), metadata, actions and the diagnostics log; and the
 //! Cyclades server and NIC views.
 
-use super::fault::{CyResult, in_cyclades_terms, network_terms, server_terms};
+use super::fault::{
+    CyResult, in_cyclades_terms, network_terms, server_terms, text_in_cyclades_terms,
+};
 use super::{Cy, empty, parse_serial, time};
 use crate::AppState;
 use crate::common::body::{JsonBody, from_value};
@@ -852,6 +854,9 @@ async fn server_log(cy: &Cy, s: &Server) -> Result<Vec<Value>, Error> {
     use nimbus_model::operation::OperationState as S;
     let c = cy.control();
     let mut entries: Vec<(nimbus_model::time::Timestamp, Value)> = Vec::new();
+    // Recorded messages name the server by UUID; the log names it as the client does.
+    let terms = server_terms(s);
+    let say = |t: String| text_in_cyclades_terms(t, &terms);
     let ops = c.server_actions(&cy.ctx, s.id, true).await?;
     for op in ops.into_iter().take(LOG_OPERATIONS) {
         let (level, outcome) = match op.state {
@@ -859,7 +864,7 @@ async fn server_log(cy: &Cy, s: &Server) -> Result<Vec<Value>, Error> {
             S::Failed => (
                 "ERROR",
                 match &op.message {
-                    Some(m) => format!("failed: {m}"),
+                    Some(m) => say(format!("failed: {m}")),
                     None => "failed".to_owned(),
                 },
             ),
@@ -892,7 +897,7 @@ async fn server_log(cy: &Cy, s: &Server) -> Result<Vec<Value>, Error> {
                 None => ("DEBUG", "started"),
             };
             let created = ev.finish_time.unwrap_or(ev.start_time);
-            let details = ev.traceback.clone().or_else(|| ev.details.clone());
+            let details = ev.traceback.clone().or_else(|| ev.details.clone()).map(say);
             entries.push((
                 created,
                 json!({
@@ -914,8 +919,8 @@ async fn server_log(cy: &Cy, s: &Server) -> Result<Vec<Value>, Error> {
                 "created": time(&f.created),
                 "source": "nimbus-fault",
                 "source_date": time(&f.created),
-                "message": f.message,
-                "details": if f.details.is_empty() { Value::Null } else { json!(f.details) },
+                "message": say(f.message.clone()),
+                "details": if f.details.is_empty() { Value::Null } else { json!(say(f.details.clone())) },
             }),
         ));
     }

@@ -1101,6 +1101,10 @@ async fn stats_graphs_are_pngs_and_diagnostics_log_actions() {
             .any(|e| e["details"].as_str().unwrap_or("").contains("crash")),
         "{v}"
     );
+    // The log names the server as the client knows it, never by the core's UUID.
+    let (_, os) = c.get(&s, "/compute/v2.1/servers?name=crashy").await;
+    let uuid = os["servers"][0]["id"].as_str().unwrap().to_owned();
+    assert!(!v.to_string().contains(&uuid), "{v}");
 }
 
 #[tokio::test]
