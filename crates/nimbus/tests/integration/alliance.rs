@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// Alliance's fault: `{"error": {"code", "title", "message"[, "candidates"]}}`.
-fn alliance_fault(got: &(StatusCode, Value), status: StatusCode, needle: &str) -> Value {
+pub(crate) fn alliance_fault(got: &(StatusCode, Value), status: StatusCode, needle: &str) -> Value {
     assert_eq!(got.0, status, "{}", got.1);
     let e = &got.1["error"];
     assert_eq!(got.1.as_object().map(|o| o.len()), Some(1), "{}", got.1);

@@ -65,7 +65,7 @@ async fn start() -> Cloud {
 }
 
 /// Poll a server's Cyclades status (details) until it is `status`.
-async fn wait_cy(c: &Cloud, s: &Session, serial: i64, status: &str) -> Value {
+pub(crate) async fn wait_cy(c: &Cloud, s: &Session, serial: i64, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut last = Value::Null;
     while tokio::time::Instant::now() < deadline {
@@ -80,7 +80,7 @@ async fn wait_cy(c: &Cloud, s: &Session, serial: i64, status: &str) -> Value {
 }
 
 /// Create a server through Cyclades; returns its serial once ACTIVE.
-async fn create_active(c: &Cloud, s: &Session, name: &str, image: &str) -> i64 {
+pub(crate) async fn create_active(c: &Cloud, s: &Session, name: &str, image: &str) -> i64 {
     let (st, v) = post(
         c,
         s,
@@ -95,7 +95,7 @@ async fn create_active(c: &Cloud, s: &Session, name: &str, image: &str) -> i64 {
 }
 
 /// The Cyclades fault name of a reply, checking the fault's shape.
-fn fault_name(v: &Value, code: u16) -> String {
+pub(crate) fn fault_name(v: &Value, code: u16) -> String {
     let obj = v.as_object().unwrap_or_else(|| panic!("not a fault: {v}"));
     assert_eq!(obj.len(), 1, "{v}");
     let (name, body) = obj.iter().next().unwrap();

@@ -5,6 +5,7 @@ mod admin;
 mod agents;
 mod alliance;
 mod common;
+mod cross_dialect;
 mod cyclades;
 mod dialect_shape;
 mod identity;

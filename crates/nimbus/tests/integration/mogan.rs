@@ -65,7 +65,7 @@ pub fn mogan_fault(body: &Value) -> Value {
 }
 
 /// Assert a Mogan fault with `status` whose text contains `needle`.
-fn expect_fault(got: (StatusCode, Value), status: StatusCode, needle: &str) {
+pub(crate) fn expect_fault(got: (StatusCode, Value), status: StatusCode, needle: &str) {
     assert_eq!(got.0, status, "{}", got.1);
     let f = mogan_fault(&got.1);
     let text = f["faultstring"].as_str().unwrap();

@@ -89,7 +89,7 @@ fn assert_shape(expected: &Value, actual: &Value, path: &str, extra: &[&str]) {
 }
 
 /// A VPE fault: `{"error": {"code", "type", "message"}}` with the given status.
-fn assert_fault(status: StatusCode, body: &Value, want: u16) {
+pub(crate) fn assert_fault(status: StatusCode, body: &Value, want: u16) {
     assert_eq!(status.as_u16(), want, "{body}");
     let e = &body["error"];
     assert_eq!(e["code"], want, "{body}");
@@ -150,7 +150,13 @@ async fn image_with_id(c: &Cloud, s: &Session, id: &str, name: &str) -> String {
     img.id.to_string()
 }
 
-async fn vpe_create(c: &Cloud, s: &Session, name: &str, image: &str, extra: Value) -> String {
+pub(crate) async fn vpe_create(
+    c: &Cloud,
+    s: &Session,
+    name: &str,
+    image: &str,
+    extra: Value,
+) -> String {
     let mut inst = json!({"name": name, "flavor_uuid": "1", "image_uuid": image});
     if let Value::Object(m) = extra {
         for (k, v) in m {
@@ -194,7 +200,7 @@ async fn vpe_wait(
 }
 
 /// Wait for `status` with no task running.
-async fn vpe_settle(c: &Cloud, s: &Session, id: &str, status: &str) -> Value {
+pub(crate) async fn vpe_settle(c: &Cloud, s: &Session, id: &str, status: &str) -> Value {
     vpe_wait(c, s, id, status, |v| {
         v["status"] == status && v["task"].is_null()
     })
