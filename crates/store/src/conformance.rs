@@ -1178,48 +1178,29 @@ pub async fn networks_and_nics(store: Arc<dyn Store>) {
     assert_eq!((n2.ordinal, n2.ipv4.clone()), (2, None));
     // Pool exhaustion: /29 has 6 hosts, minus the gateway = 5; one is taken.
     let other = create(&*store, vec![server("p1", "b")]).await.remove(0);
+    let alloc_other = |net: NetworkId| NicAllocation {
+        server_id: other.id,
+        server_serial: other.serial,
+        network_id: net,
+        firewall: FirewallProfile::Enabled,
+        fixed_ip: None,
+    };
     let mut got = Vec::new();
     for _ in 0..4 {
-        let n = store
-            .nic_allocate(NicAllocation {
-                server_id: other.id,
-                server_serial: other.serial,
-                network_id: private.id,
-                firewall: FirewallProfile::Enabled,
-                fixed_ip: None,
-            })
-            .await
-            .unwrap();
+        let n = store.nic_allocate(alloc_other(private.id)).await.unwrap();
         got.push(n.ipv4.unwrap());
     }
     assert_eq!(
         got,
         ["192.168.7.2", "192.168.7.3", "192.168.7.4", "192.168.7.6"]
     );
-    let full = store
-        .nic_allocate(NicAllocation {
-            server_id: other.id,
-            server_serial: other.serial,
-            network_id: private.id,
-            firewall: FirewallProfile::Enabled,
-            fixed_ip: None,
-        })
-        .await;
+    let full = store.nic_allocate(alloc_other(private.id)).await;
     assert!(
         matches!(full, Err(Error::Exhausted(ref m)) if m.contains("No more IP addresses")),
         "{full:?}"
     );
     // The failed allocation took no ordinal.
-    let fifth = store
-        .nic_allocate(NicAllocation {
-            server_id: other.id,
-            server_serial: other.serial,
-            network_id: public.id,
-            firewall: FirewallProfile::Enabled,
-            fixed_ip: None,
-        })
-        .await
-        .unwrap();
+    let fifth = store.nic_allocate(alloc_other(public.id)).await.unwrap();
     assert_eq!(fifth.ordinal, 4);
     // Reads carry the network name; firewall updates stick.
     let mine = store.nics_for_servers(vec![s.id]).await.unwrap();
@@ -1277,16 +1258,7 @@ pub async fn networks_and_nics(store: Arc<dyn Store>) {
     let after_last = store.nic_allocate(alloc(public.id, None)).await.unwrap();
     assert_eq!(after_last.ordinal, 6);
     // Releasing every NIC of a server restarts its ordinals.
-    let first = store
-        .nic_allocate(NicAllocation {
-            server_id: other.id,
-            server_serial: other.serial,
-            network_id: public.id,
-            firewall: FirewallProfile::Enabled,
-            fixed_ip: None,
-        })
-        .await
-        .unwrap();
+    let first = store.nic_allocate(alloc_other(public.id)).await.unwrap();
     assert_eq!(first.ordinal, 0);
     // Renames are guarded.
     let mut renamed = store.network_get(public.id).await.unwrap().unwrap();
