@@ -73,7 +73,7 @@ struct AgentArgs {
     #[arg(long, default_value = "nova")]
     availability_zone: String,
     /// How often to heart-beat.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_period)]
     heartbeat_interval: Duration,
     /// QEMU accelerator: tcg, or kvm (used only if a probe boot proves it works).
     #[arg(long, env = "NIMBUS_QEMU_ACCEL", default_value = "tcg")]
@@ -83,6 +83,16 @@ struct AgentArgs {
 fn parse_duration(s: &str) -> Result<Duration, String> {
     nimbus_agent::fake::parse_duration(s)
         .ok_or_else(|| format!("invalid duration '{s}' (use e.g. 500ms, 2s)"))
+}
+
+/// A period or timeout: a duration greater than zero (a zero period would stop the loop that
+/// uses it; a zero timeout would fail every call).
+fn parse_period(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("'{s}' is zero: give a duration greater than zero"));
+    }
+    Ok(d)
 }
 
 #[derive(clap::Args)]
@@ -146,7 +156,7 @@ struct ServeArgs {
     reclaim_interval: Option<Duration>,
     /// How often every host is asked for its guests' power states, to record guests that
     /// stopped or crashed when no event said so (Nova's sync_power_state_interval).
-    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_parser = parse_period, default_value = "60s")]
     power_sync_interval: Duration,
     /// Token lifetime.
     #[arg(long, default_value = "3600s", value_parser = parse_duration)]
@@ -163,10 +173,10 @@ struct ServeArgs {
     service_down_time: Duration,
     /// How long to wait for a remote agent's answer to a quick request (console, VNC,
     /// diagnostics, pause, ...); a stop also gets the guest's shutdown grace period.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_period)]
     agent_call_timeout: Duration,
     /// How long to wait for a remote agent to build, boot, resize, snapshot, reboot, ...
-    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    #[arg(long, default_value = "600s", value_parser = parse_period)]
     agent_long_call_timeout: Duration,
 }
 

@@ -246,6 +246,34 @@ async fn the_internal_api_needs_the_secret() {
 }
 
 #[tokio::test]
+async fn zero_periods_are_refused_at_start() {
+    // A zero period would stop the reconciler loop using it (tokio's interval panics) or
+    // spin a heartbeat loop; a zero timeout would fail every agent call.
+    for args in [
+        &["serve", "--power-sync-interval", "0s"][..],
+        &["serve", "--agent-call-timeout", "0ms"],
+        &["serve", "--agent-long-call-timeout", "0s"],
+        &["agent", "--heartbeat-interval", "0s"],
+    ] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nimbus"))
+            .args(args)
+            .env("NIMBUS_LOG", "warn")
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(20), out)
+            .await
+            .expect("a zero period is refused at once")
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("for '{}", args[1])) && err.contains("is zero"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_empty_secret_is_refused_at_start() {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nimbus"))
         .args([
