@@ -319,8 +319,6 @@ impl Control {
         Ok(zones)
     }
 
-    /// Mark remote hosts whose heartbeats stopped as down. The in-process host has no
-    /// heartbeat to miss.
     /// Nova's `_sync_power_states`: ask every up host which guests it runs and in which
     /// power state, and record a guest that stopped or crashed without being asked. Power
     /// events normally do this at once; this pass catches those an agent could not deliver
@@ -381,6 +379,8 @@ impl Control {
         Ok(())
     }
 
+    /// Mark remote hosts whose heartbeats stopped as down. The in-process host has no
+    /// heartbeat to miss.
     pub(crate) async fn expire_hosts(&self) -> Result<()> {
         let limit =
             chrono::Duration::from_std(self.inner.config.service_down_time).unwrap_or_default();

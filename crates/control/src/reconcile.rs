@@ -4,6 +4,8 @@
 //! - stuck tasks: a server whose task has no live operation behind it (a bug or a lost
 //!   operation) is failed cleanly instead of staying busy forever;
 //! - soft-delete reclaim: soft-deleted servers past the reclaim window are deleted;
+//! - power sync: guests that stopped or crashed with no event saying so are recorded;
+//! - stats: running servers' counters are sampled;
 //! - purge: deleted server rows past the retention window, expired tokens.
 
 use crate::Control;

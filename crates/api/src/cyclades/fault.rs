@@ -3,9 +3,10 @@
 //! statuses are chosen for errors.
 //!
 //! Where the seed and Nova differ: state conflicts are 409 `buildInProgress` (the seed's only
-//! 409), an exhausted address pool is Synnefo's 409 `conflict` (`logic/ips.py`), quota and size limits are 413 `overLimit`, a network that still has NICs is 421
-//! `networkInUse`, and an action this deployment cannot perform is 503
-//! `serviceUnavailable` ("Action not supported", as the seed words it).
+//! 409), an exhausted address pool is Synnefo's 409 `conflict` (`logic/ips.py`), quota and
+//! size limits are 413 `overLimit`, a network that still has NICs is 421 `networkInUse`, and
+//! an action this deployment cannot perform is 503 `serviceUnavailable` ("Action not
+//! supported", as the seed words it).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
