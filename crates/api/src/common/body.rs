@@ -268,25 +268,30 @@ mod tests {
                 .unwrap_err()
                 .public_message()
         };
-        assert_eq!(
-            typed(r#"{"n": "x", "b": true, "l": []}"#),
-            "Invalid input for field/attribute n. Value: x. 'x' is not of type 'integer'"
-        );
-        assert_eq!(
-            typed(r#"{"n": 1, "b": 1, "l": []}"#),
-            "Invalid input for field/attribute b. Value: 1. 1 is not of type 'boolean'"
-        );
-        assert_eq!(
-            typed(r#"{"n": 1, "b": true, "l": [true]}"#),
-            "Invalid input for field/attribute 0. Value: True. True is not of type 'string'"
-        );
-        assert_eq!(
-            typed(r#"{"n": 1, "b": true, "l": {"k": [null, 1.5]}}"#),
-            "Invalid input for field/attribute l. Value: {'k': [None, 1.5]}. {'k': [None, 1.5]} is not of type 'array'"
-        );
-        assert_eq!(
-            typed(r#"{"n": 1, "b": true, "l": 3}"#),
-            "Invalid input for field/attribute l. Value: 3. 3 is not of type 'array'"
-        );
+        let table = [
+            (
+                r#"{"n": "x", "b": true, "l": []}"#,
+                "Invalid input for field/attribute n. Value: x. 'x' is not of type 'integer'",
+            ),
+            (
+                r#"{"n": 1, "b": 1, "l": []}"#,
+                "Invalid input for field/attribute b. Value: 1. 1 is not of type 'boolean'",
+            ),
+            (
+                r#"{"n": 1, "b": true, "l": [true]}"#,
+                "Invalid input for field/attribute 0. Value: True. True is not of type 'string'",
+            ),
+            (
+                r#"{"n": 1, "b": true, "l": {"k": [null, 1.5]}}"#,
+                "Invalid input for field/attribute l. Value: {'k': [None, 1.5]}. {'k': [None, 1.5]} is not of type 'array'",
+            ),
+            (
+                r#"{"n": 1, "b": true, "l": 3}"#,
+                "Invalid input for field/attribute l. Value: 3. 3 is not of type 'array'",
+            ),
+        ];
+        for (body, want) in table {
+            assert_eq!(typed(body), want, "{body}");
+        }
     }
 }

@@ -19,6 +19,16 @@ async fn subject_call(
         .unwrap()
 }
 
+/// `POST /identity/v3/auth/tokens` with no token of its own.
+async fn authenticate(c: &Cloud, body: &serde_json::Value) -> reqwest::Response {
+    c.http
+        .post(format!("{}/identity/v3/auth/tokens", c.url))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn discovery_needs_no_token() {
     let c = Cloud::start().await;
@@ -160,13 +170,7 @@ async fn password_token_carries_catalog_and_validates() {
 async fn bad_credentials_and_tokens_are_401() {
     let c = Cloud::start().await;
     let body = json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin", "domain": {"id": "default"}, "password": "wrong"}}}}});
-    let r = c
-        .http
-        .post(format!("{}/identity/v3/auth/tokens", c.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = authenticate(&c, &body).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], 401);
@@ -218,13 +222,7 @@ async fn token_method_rescopes_and_members_cannot_administer() {
     let alice = c.new_member("alice").await;
     // Token method: a new token from alice's.
     let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": alice.token}}}});
-    let r = c
-        .http
-        .post(format!("{}/identity/v3/auth/tokens", c.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = authenticate(&c, &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["token"]["project"]["id"], alice.project_id);
@@ -284,12 +282,6 @@ async fn expired_tokens_are_401() {
         assert_eq!(st, StatusCode::UNAUTHORIZED, "{path}: {v}");
     }
     let body = json!({"auth": {"identity": {"methods": ["token"], "token": {"id": s.token}}}});
-    let r = c
-        .http
-        .post(format!("{}/identity/v3/auth/tokens", c.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = authenticate(&c, &body).await;
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
